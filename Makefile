@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# Both create or refresh the local virtualenv in .venv when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU build of PyTorch lies on this machine's disk; a bare `torch` requirement would pull a
+# multi-GB CUDA build. pyproject.toml keeps an honest range; the pin lives here.
+TORCH_SPEC ?= torch==2.13.0
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+DEMO_OUT ?= demo-out
+PYTEST_WORKERS ?= 2
+
+.PHONY: venv test lint demo bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install "$(TORCH_SPEC)" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import hil_tune.cli, bm3d, rawpy, torch, pidng, xdist"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
+
+demo: $(STAMP)
+	$(BIN)/hil-tune demo render --out $(DEMO_OUT)/render
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/isp.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build dist *.egg-info .pytest_cache .ruff_cache
