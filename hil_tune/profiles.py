@@ -118,12 +118,29 @@ def _problems(err: ValidationError, data: dict[str, Any]) -> list[str]:
     return out
 
 
+def _raw_duplicates(data: dict[str, Any]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    raw = data.get("params")
+    for i, p in enumerate(raw if isinstance(raw, list) else []):
+        name = p.get("name") if isinstance(p, dict) else None
+        if isinstance(name, str) and name in seen:
+            out.append(f"params[{i}] ({name}): duplicate name {name!r}")
+        elif isinstance(name, str):
+            seen.add(name)
+    return out
+
+
 def parse_profile(data: dict[str, Any], source: str) -> Profile:
     """Validate already-parsed TOML data; `source` names the file in every error."""
     try:
         profile = Profile.model_validate(data)
     except ValidationError as err:
-        raise ProfileError(source, _problems(err, data)) from None
+        # Pydantic skips the duplicate-name check when any field fails; a user fixing the file wants
+        # every problem in one pass, so duplicates are looked for in the raw data as well.
+        problems = _problems(err, data)
+        problems += [d for d in _raw_duplicates(data) if d not in problems]
+        raise ProfileError(source, problems) from None
     problems: list[str] = []
     for rname in profile.region:
         try:

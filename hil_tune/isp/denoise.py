@@ -82,6 +82,7 @@ def _unit_psd(noise_type: str, shape: tuple[int, int]) -> np.ndarray:
     rows = np.arange(kernel.shape[0]) % shape[0]
     cols = np.arange(kernel.shape[1]) % shape[1]
     np.add.at(folded, (rows[:, None], cols[None, :]), kernel)
+    folded /= np.sqrt(np.sum(folded**2))  # folding overlaps taps; renormalise to unit variance
     psd = np.abs(fft2(folded)) ** 2 * shape[0] * shape[1]
     psd.setflags(write=False)
     return psd
