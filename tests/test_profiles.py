@@ -84,12 +84,12 @@ def test_validation_errors_name_file_parameter_and_reason(tmp_path, body, expect
 
 def test_toml_syntax_error_names_file(tmp_path):
     path = _write(tmp_path, 'name = "x"\n[[params]\n')
-    with pytest.raises(ProfileError, match="bench.toml: not valid TOML"):
+    with pytest.raises(ProfileError, match=r"bench\.toml: not valid TOML"):
         load_profile(path)
 
 
 def test_unknown_bundled_name_lists_known():
-    with pytest.raises(ProfileError, match="bundled: .*synthetic"):
+    with pytest.raises(ProfileError, match=r"bundled: .*synthetic"):
         load_profile("synthtic")
 
 

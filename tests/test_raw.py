@@ -89,13 +89,13 @@ def test_missing_truncated_and_corrupt_raw_files(tmp_path):
         read_raw(tmp_path / "nope.dng")
     garbage = tmp_path / "garbage.nef"
     garbage.write_bytes(b"\x00\x01not a raw file" * 100)
-    with pytest.raises(InputError, match="garbage.nef"):
+    with pytest.raises(InputError, match=r"garbage\.nef"):
         read_raw(garbage)
     frame = unprocess(RED, seed=2)
     good = write_dng(tmp_path / "good.dng", frame.mosaic, "RGGB", black=256, white=4095)
     truncated = tmp_path / "truncated.dng"
     truncated.write_bytes(good.read_bytes()[:600])
-    with pytest.raises(InputError, match="truncated.dng"):
+    with pytest.raises(InputError, match=r"truncated\.dng"):
         read_raw(truncated)
 
 
