@@ -8,6 +8,11 @@ right, so a red patch stays red whatever offset it was cut at.
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -206,6 +211,27 @@ RAW_SUFFIXES = {
 }
 
 
+@contextmanager
+def _libraw_messages(messages: list[str]) -> Iterator[None]:
+    """Collect what LibRaw writes to the C-level stderr (e.g. 'Unexpected end of file').
+
+    LibRaw reports data errors by printing them, not through the exception; capturing them turns
+    a stray line plus a vague exception into one error line that says what went wrong.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+            messages.extend(ln.split(": ", 1)[-1].strip() for ln in text.splitlines() if ln.strip())
+
+
 def read_raw(path: str | Path) -> RawFrame:
     """Read any LibRaw-readable Bayer file into a RawFrame (visible area, even size).
 
@@ -216,8 +242,9 @@ def read_raw(path: str | Path) -> RawFrame:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
+    libraw_said: list[str] = []
     try:
-        with rawpy.imread(str(p)) as raw:
+        with _libraw_messages(libraw_said), rawpy.imread(str(p)) as raw:
             pattern = raw.raw_pattern
             desc = raw.color_desc.decode("ascii", "replace")
             if pattern is None or pattern.shape != (2, 2) or raw.num_colors not in (3, 4):
