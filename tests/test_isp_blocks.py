@@ -7,7 +7,7 @@ from hil_tune.isp.demosaic import demosaic
 from hil_tune.isp.denoise import NOISE_TYPES, denoise_mosaic, noise_psd
 from hil_tune.isp.jpeg import jpeg_roundtrip, to_uint8
 from hil_tune.isp.sharpen import unsharp_mask
-from hil_tune.isp.tone import tone
+from hil_tune.isp.tone import tone, tone_uint8
 from hil_tune.isp.white_balance import white_balance
 from hil_tune.raw import CFA_PATTERNS, mosaic_rgb
 from hil_tune.transfer import invert_curve, linear_to_srgb
@@ -155,3 +155,8 @@ def test_full_psd_path_works_on_installed_numpy():
     for noise_type in ("g1w", "g4"):
         out = denoise_mosaic(m, "GRBG", filter_strength=1.0, **{**DN, "noise_type": noise_type})
         assert np.all(np.isfinite(out)) and out.shape == m.shape
+
+
+def test_tone_uint8_equals_tone_then_rounding():
+    x = RNG.random((3, 9, 7)).astype(np.float32)
+    np.testing.assert_array_equal(tone_uint8(x), to_uint8(tone(x)))

@@ -1,15 +1,15 @@
 """Demosaicking: Malvar-He-Cutler (ICASSP 2004) "high-quality linear interpolation", or bilinear.
 
 Malvar's method corrects bilinear interpolation with the Laplacian of the known colour at each site,
-through four fixed 5x5 filters. It is written here as sums of shifted, strided views evaluated only at
-the sites that need each filter: a full 2-D correlation would compute every filter at every pixel and
-throw three quarters away, which is what made a generic implementation several times slower than
-LibRaw's own demosaic. Borders use mirror padding by two pixels, which keeps the CFA parity, so border
-pixels are interpolated from the right colours.
+through four fixed 5x5 filters. Each filter runs once over the whole mosaic with OpenCV's filter2D
+(SIMD, multi-threaded; sums of strided numpy views were 10x slower on a 2 MP frame), then each site takes
+the filters its colour needs. Borders are mirrored without repeating the edge sample (OpenCV's
+BORDER_REFLECT_101), which keeps the CFA parity, so border pixels are interpolated from the right colours.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from hil_tune.raw import site_names
@@ -55,18 +55,9 @@ FILTERS = {
 }
 
 
-def _at_sites(padded: np.ndarray, kernel: np.ndarray, dy: int, dx: int, h: int, w: int) -> np.ndarray:
-    """Correlate `kernel` with the (unpadded) image at the sites (dy::2, dx::2) only."""
-    acc: np.ndarray | None = None
-    for i, j in zip(*np.nonzero(kernel), strict=True):
-        view = padded[dy + i : dy + i + h : 2, dx + j : dx + j + w : 2]
-        term = view * kernel[i, j]
-        if acc is None:
-            acc = term
-        else:
-            acc += term
-    assert acc is not None
-    return acc
+def _correlate(mosaic: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """2-D correlation (filter2D does not flip the kernel) with parity-preserving mirrored borders."""
+    return cv2.filter2D(mosaic, cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT_101)
 
 
 def demosaic(mosaic: np.ndarray, cfa: str, method: str = "malvar2004") -> np.ndarray:
@@ -76,10 +67,10 @@ def demosaic(mosaic: np.ndarray, cfa: str, method: str = "malvar2004") -> np.nda
     """
     if method not in FILTERS:
         raise ValueError(f"unknown demosaic method {method!r}; known: {', '.join(FILTERS)}")
-    g_at_rb, x_row, x_col, x_opp = FILTERS[method]
-    m = mosaic.astype(np.float32, copy=False)
+    m = np.ascontiguousarray(mosaic, dtype=np.float32)
     h, w = m.shape
-    padded = np.pad(m, 2, mode="reflect")
+    g_at_rb, x_row, x_col, x_opp = (_correlate(m, k) for k in FILTERS[method])
+
     out = np.empty((3, h, w), dtype=np.float32)
     names = site_names(cfa)
     for dy in range(2):
@@ -90,13 +81,13 @@ def demosaic(mosaic: np.ndarray, cfa: str, method: str = "malvar2004") -> np.nda
             if site in ("R", "B"):
                 own, other = ("RGB".index(site), "RGB".index("B" if site == "R" else "R"))
                 dst[own] = known
-                dst[1] = _at_sites(padded, g_at_rb, dy, dx, h, w)
-                dst[other] = _at_sites(padded, x_opp, dy, dx, h, w)
+                dst[1] = g_at_rb[dy::2, dx::2]
+                dst[other] = x_opp[dy::2, dx::2]
             else:
                 row_colour = "R" if site == "Gr" else "B"
                 col_colour = "B" if site == "Gr" else "R"
                 dst[1] = known
-                dst["RGB".index(row_colour)] = _at_sites(padded, x_row, dy, dx, h, w)
-                dst["RGB".index(col_colour)] = _at_sites(padded, x_col, dy, dx, h, w)
+                dst["RGB".index(row_colour)] = x_row[dy::2, dx::2]
+                dst["RGB".index(col_colour)] = x_col[dy::2, dx::2]
     np.clip(out, 0.0, 1.0, out=out)
     return out

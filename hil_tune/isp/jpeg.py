@@ -20,8 +20,11 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 def jpeg_roundtrip(rgb: np.ndarray, *, quality: int, subsampling: str = "4:2:0") -> np.ndarray:
-    """Planar (3, H, W) float in [0, 1] -> decoded uint8 (H, W, 3). quality 0 only quantises to 8 bits."""
-    img8 = to_uint8(rgb)
+    """Planar (3, H, W) float in [0, 1], or interleaved uint8 (H, W, 3) -> decoded uint8 (H, W, 3).
+
+    quality 0 only quantises to 8 bits.
+    """
+    img8 = rgb if rgb.dtype == np.uint8 else to_uint8(rgb)
     if quality == 0:
         return img8
     if not 1 <= quality <= 100:

@@ -18,7 +18,7 @@ from hil_tune.isp.demosaic import demosaic
 from hil_tune.isp.denoise import denoise_mosaic
 from hil_tune.isp.jpeg import jpeg_roundtrip
 from hil_tune.isp.sharpen import unsharp_mask
-from hil_tune.isp.tone import tone
+from hil_tune.isp.tone import tone_uint8
 from hil_tune.isp.white_balance import white_balance
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
@@ -36,7 +36,11 @@ BLOCKS = ("denoise", "white_balance", "demosaic", "ccm", "sharpen", "tone", "jpe
 
 @dataclass
 class IspStages:
-    """Intermediate images of one run (for inspection and the benchmark) and per-block wall time."""
+    """Intermediate images of one run (for inspection and the benchmark) and per-block wall time.
+
+    Mosaics are (H, W) float32, RGB stages planar (3, H, W) float32 in linear light; `toned` is the
+    display-encoded 8-bit image (H, W, 3) before compression and `output` the decoded JPEG.
+    """
 
     denoised: np.ndarray
     balanced: np.ndarray
@@ -125,7 +129,7 @@ class SyntheticISP:
         lap("ccm")
         sharpened = unsharp_mask(corrected, amount=float(p["usm-amount"]), sigma=float(p["usm-sigma"]))
         lap("sharpen")
-        toned = tone(sharpened, curve=s.tone, gamma=s.gamma)
+        toned = tone_uint8(sharpened, curve=s.tone, gamma=s.gamma)
         lap("tone")
         output = jpeg_roundtrip(toned, quality=s.jpeg_quality, subsampling=s.jpeg_subsampling)
         lap("jpeg")
