@@ -89,6 +89,8 @@ def render_bundled(
                 ref8 = (frame.reference * 255 + 0.5).astype(np.uint8)
                 Image.fromarray(ref8).save(out_dir / f"{name}_reference.png")
                 cells.append(("reference", ref8))
+            else:  # camera files have no reference; a grey cell keeps the columns aligned
+                cells.append(("(no reference)", np.full((*frame.shape, 3), 235, np.uint8)))
             for label, params in settings:
                 bar.update(task, description=f"{name}: {label}")
                 img = isp.run_frame(frame, params)
