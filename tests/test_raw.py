@@ -69,7 +69,6 @@ def test_normalized_uses_per_site_black_level():
     m = np.array([[110, 220], [330, 440]], np.uint16)
     f = RawFrame(mosaic=m, cfa="RGGB", black_level=(10, 20, 30, 40), white_level=1010)
     np.testing.assert_allclose(f.normalized(), [[0.1, 200 / 990], [300 / 980, 400 / 970]], rtol=1e-6)
-    shifted = f.crop(0, 1, 2, 1) if False else None  # noqa: F841 (odd widths are rejected, see below)
     with pytest.raises(InputError):
         f.crop(0, 1, 2, 1)
 
