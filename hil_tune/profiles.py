@@ -23,6 +23,18 @@ from hil_tune.params import ParamSpace, ParamSpec, Region
 BUNDLED_PACKAGE = "hil_tune.bundled_profiles"
 
 
+def _duplicate_names(names: list[object]) -> list[str]:
+    """One problem per parameter whose name an earlier parameter already took (non-strings ignored)."""
+    seen: set[str] = set()
+    out = []
+    for i, name in enumerate(names):
+        if isinstance(name, str) and name in seen:
+            out.append(f"params[{i}] ({name}): duplicate name {name!r}")
+        elif isinstance(name, str):
+            seen.add(name)
+    return out
+
+
 class PipelineSettings(BaseModel):
     """Fixed (not swept) settings of the synthetic ISP's blocks."""
 
@@ -54,11 +66,9 @@ class Profile(BaseModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Profile:
-        seen: set[str] = set()
-        for i, p in enumerate(self.params):
-            if p.name in seen:
-                raise ValueError(f"params[{i}] ({p.name}): duplicate name {p.name!r}")
-            seen.add(p.name)
+        dupes = _duplicate_names([p.name for p in self.params])
+        if dupes:
+            raise ValueError(dupes[0])
         return self
 
     @property
@@ -119,16 +129,9 @@ def _problems(err: ValidationError, data: dict[str, Any]) -> list[str]:
 
 
 def _raw_duplicates(data: dict[str, Any]) -> list[str]:
-    seen: set[str] = set()
-    out = []
     raw = data.get("params")
-    for i, p in enumerate(raw if isinstance(raw, list) else []):
-        name = p.get("name") if isinstance(p, dict) else None
-        if isinstance(name, str) and name in seen:
-            out.append(f"params[{i}] ({name}): duplicate name {name!r}")
-        elif isinstance(name, str):
-            seen.add(name)
-    return out
+    entries = raw if isinstance(raw, list) else []
+    return _duplicate_names([p.get("name") if isinstance(p, dict) else None for p in entries])
 
 
 def parse_profile(data: dict[str, Any], source: str) -> Profile:

@@ -31,8 +31,6 @@ REQUIRED_PARAMS = (
     "usm-amount", "usm-sigma",
 )  # fmt: skip
 
-BLOCKS = ("denoise", "white_balance", "demosaic", "ccm", "sharpen", "tone", "jpeg")
-
 
 @dataclass
 class IspStages:
