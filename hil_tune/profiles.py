@@ -53,6 +53,36 @@ class PipelineSettings(BaseModel):
     jpeg_subsampling: Literal["4:4:4", "4:2:2", "4:2:0"] = "4:2:0"
 
 
+class ParamMapping(BaseModel):
+    """Where one parameter lives on a device and how its value is written there.
+
+    `scale` is the fixed-point factor: the device holds round(value * scale) in a register, or
+    value * scale in a GenICam node. Choices travel as their index (registers) or their text (nodes).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node: str | None = None
+    addr: int | None = Field(default=None, ge=0, le=0xFFFF)
+    scale: float = Field(default=1.0, gt=0)
+    # GenICam features that a camera refuses to change while streaming (Width, PixelFormat...).
+    locked_while_streaming: bool = False
+
+
+class DeviceSettings(BaseModel):
+    """How a hardware (or emulated) ISP exposes the profile's parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # "registers": a board with a register map, reached over serial or USB (same firmware protocol).
+    control: Literal["genicam", "registers"]
+    vendor_id: int | None = Field(default=None, ge=0, le=0xFFFF)
+    product_id: int | None = Field(default=None, ge=0, le=0xFFFF)
+    # Frames to drop after a parameter change on devices that cannot tag frames with their settings.
+    settle_frames: int = Field(default=0, ge=0, le=64)
+    map: dict[str, ParamMapping] = Field(default_factory=dict)
+
+
 class Profile(BaseModel):
     """A validated profile. `space` is built once; `sha256` identifies it in datasets and checkpoints."""
 
@@ -63,12 +93,22 @@ class Profile(BaseModel):
     params: tuple[ParamSpec, ...] = Field(min_length=1)
     pipeline: PipelineSettings = PipelineSettings()
     region: dict[str, dict[str, list[float | str]]] = Field(default_factory=dict)
+    device: DeviceSettings | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> Profile:
         dupes = _duplicate_names([p.name for p in self.params])
         if dupes:
             raise ValueError(dupes[0])
+        return self
+
+    @model_validator(mode="after")
+    def _device_map(self) -> Profile:
+        if self.device is None:
+            return self
+        problems = _mapping_problems(self.params, self.device)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property
@@ -89,6 +129,41 @@ class Profile(BaseModel):
         if name not in self.region:
             raise ParameterError(f"profile {self.name}: no region {name!r}; known: {', '.join(self.regions())}")
         return self.space.region_from_ranges(name, self.region[name])
+
+
+_INT32 = 2**31 - 1
+
+
+def _mapping_problems(params: tuple[ParamSpec, ...], device: DeviceSettings) -> list[str]:
+    """Every way the device map can fail to carry each value of the space exactly, one line each."""
+    by_name = {p.name: p for p in params}
+    problems = [f"device.map.{k}: no such parameter" for k in device.map if k not in by_name]
+    addrs: dict[int, str] = {}
+    for spec in params:
+        m = device.map.get(spec.name)
+        where = f"device.map.{spec.name}"
+        if m is None:
+            problems.append(f"{where}: missing (every parameter needs a place on the device)")
+            continue
+        if device.control == "genicam" and not m.node:
+            problems.append(f"{where}: a GenICam device needs a node name")
+        if device.control == "registers":
+            if m.addr is None:
+                problems.append(f"{where}: a register device needs addr")
+            elif m.addr in addrs:
+                problems.append(f"{where}: register {m.addr:#06x} already holds {addrs[m.addr]}")
+            else:
+                addrs[m.addr] = spec.name
+            if spec.kind == "grid":
+                # Fixed point must carry every grid value exactly, or read-back could never verify.
+                assert spec.min is not None and spec.max is not None and spec.step is not None
+                for label, v in (("min", spec.min), ("max", spec.max), ("step", spec.step)):
+                    fixed = v * m.scale
+                    if abs(fixed - round(fixed)) > 1e-6 * max(1.0, abs(fixed)):
+                        problems.append(f"{where}: {label} {v} x scale {m.scale} is not an integer")
+                    elif abs(fixed) > _INT32:
+                        problems.append(f"{where}: {label} {v} x scale {m.scale} overflows a 32-bit register")
+    return problems
 
 
 def bundled_names() -> list[str]:
@@ -155,9 +230,11 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
     return profile
 
 
-def load_profile(name_or_path: str | Path) -> Profile:
-    """Load a profile by file path or by the name of a bundled profile (e.g. 'synthetic')."""
+def _read(name_or_path: str | Path, relative_to: Path | None = None) -> tuple[dict[str, Any], str]:
+    """Parsed TOML of a profile file or bundled name, and the label errors use for it."""
     path = Path(name_or_path)
+    if relative_to is not None and not path.is_absolute() and (relative_to / path).is_file():
+        path = relative_to / path
     if path.is_file():
         text_source, label = path.read_bytes(), str(path)
     elif path.suffix == "" and len(path.parts) == 1:
@@ -169,7 +246,31 @@ def load_profile(name_or_path: str | Path) -> Profile:
     else:
         raise ProfileError(str(path), ["no such file"])
     try:
-        data = tomllib.loads(text_source.decode("utf-8"))
+        return tomllib.loads(text_source.decode("utf-8")), label
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ProfileError(label, [f"not valid TOML: {err}"]) from None
-    return parse_profile(data, label)
+
+
+def _resolve_extends(data: dict[str, Any], label: str, here: Path | None, depth: int = 0) -> dict[str, Any]:
+    """`extends = "synthetic"` takes every top-level table of the base profile that this file leaves out.
+
+    A device profile then states only its device map, and cannot drift from the space it maps.
+    """
+    base_name = data.get("extends")
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str) or depth > 4:
+        raise ProfileError(label, [f"extends: {base_name!r} must name one profile (at most 4 levels deep)"])
+    base, base_label = _read(base_name, here)
+    base = _resolve_extends(base, base_label, here, depth + 1)
+    merged = {k: v for k, v in base.items() if k != "extends"}
+    merged.update({k: v for k, v in data.items() if k != "extends"})
+    return merged
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Load a profile by file path or by the name of a bundled profile (e.g. 'synthetic')."""
+    data, label = _read(name_or_path)
+    path = Path(name_or_path)
+    here = path.parent if path.is_file() else None
+    return parse_profile(_resolve_extends(data, label, here), label)

@@ -1,0 +1,80 @@
+"""Device maps in profiles: `extends`, register maps carrying every grid value, GenICam node maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hil_tune.errors import ProfileError
+from hil_tune.profiles import load_profile
+
+
+def test_emulated_board_extends_synthetic_and_maps_every_parameter():
+    board, synthetic = load_profile("emulated-board"), load_profile("synthetic")
+    assert board.params == synthetic.params and board.pipeline == synthetic.pipeline
+    assert board.region == synthetic.region
+    assert board.device is not None and board.device.control == "registers"
+    assert set(board.device.map) == set(board.space.names)
+    assert len({m.addr for m in board.device.map.values()}) == 20
+
+
+def test_viky_maps_its_nodes():
+    viky = load_profile("viky")
+    assert viky.device is not None and viky.device.control == "genicam"
+    assert {m.node for m in viky.device.map.values()} == {"AcquisitionFrameRate", "BouncingBallSize", "Width"}
+
+
+BASE = """
+extends = "synthetic"
+name = "board-x"
+[device]
+control = "registers"
+vendor_id = 0x1209
+product_id = 0x0001
+"""
+
+
+def _board(tmp_path: Path, maps: dict[str, str]) -> Path:
+    full = {n: f"{{ addr = {0x10 + 4 * i}, scale = 100 }}" for i, n in enumerate(load_profile("synthetic").space.names)}
+    full["noise-type"] = "{ addr = 0x200 }"
+    full.update(maps)
+    lines = [f"map.{k} = {v}" for k, v in full.items() if v]
+    path = tmp_path / "board.toml"
+    path.write_text(BASE + "\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("maps", "expected"),
+    [
+        ({"gain-r": ""}, "device.map.gain-r: missing"),
+        ({"gain-r": "{ addr = 0x10 }"}, "register 0x0010 already holds filter-strength"),
+        ({"gain-r": "{ addr = 0x300, scale = 10 }"}, "step 0.01 x scale 10.0 is not an integer"),
+        ({"mu2": "{ addr = 0x300, scale = 1e9 }"}, "overflows a 32-bit register"),
+        ({"gain-q": "{ addr = 0x300 }"}, "device.map.gain-q: no such parameter"),
+        ({"gain-r": "{ node = 'Gain' }"}, "a register device needs addr"),
+    ],
+)
+def test_register_maps_that_cannot_carry_the_space_are_refused(tmp_path, maps, expected):
+    with pytest.raises(ProfileError) as err:
+        load_profile(_board(tmp_path, maps))
+    assert expected in str(err.value) and "board.toml" in str(err.value)
+
+
+def test_a_complete_map_loads_and_extends_resolves_relative_files(tmp_path):
+    assert load_profile(_board(tmp_path, {})).name == "board-x"
+    child = tmp_path / "child.toml"
+    child.write_text('extends = "board.toml"\nname = "child"\n')
+    assert load_profile(child).device.vendor_id == 0x1209
+
+
+def test_extends_names_a_missing_base_clearly(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('extends = "nope"\nname = "p"\n')
+    with pytest.raises(ProfileError, match="nope: no such file or bundled profile"):
+        load_profile(path)
+    loop = tmp_path / "loop.toml"
+    loop.write_text('extends = "loop.toml"\nname = "loop"\n')
+    with pytest.raises(ProfileError, match="at most 4 levels"):
+        load_profile(loop)
