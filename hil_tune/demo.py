@@ -12,44 +12,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from PIL import Image
 
 from hil_tune.inputs import BUNDLED_IMAGES, bundled_frame, raw_dir_files
 from hil_tune.isp import SyntheticISP
 from hil_tune.params import ParamDict
 from hil_tune.profiles import load_profile
 from hil_tune.raw import RawFrame, read_raw
-
-
-def progress() -> Progress:
-    """The progress bar every long step uses: count, rate of completion, elapsed and remaining time."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-
-
-def contact_sheet(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], tile: int = 192) -> Image.Image:
-    """Grid of labelled thumbnails: one row per source, one column per rendering."""
-    n_cols = max(len(cells) for _, cells in rows)
-    label_h, row_label_w, pad = 16, 150, 4
-    sheet = Image.new("RGB", (row_label_w + n_cols * (tile + pad), len(rows) * (tile + label_h + pad)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for r, (row_name, cells) in enumerate(rows):
-        y = r * (tile + label_h + pad)
-        draw.text((4, y + tile // 2), row_name[:22], fill="black")
-        for c, (label, img) in enumerate(cells):
-            x = row_label_w + c * (tile + pad)
-            thumb = Image.fromarray(img)
-            thumb.thumbnail((tile, tile))
-            sheet.paste(thumb, (x, y + label_h))
-            draw.text((x, y + 2), label, fill="black")
-    return sheet
+from hil_tune.ui import contact_sheet, progress
 
 
 def _sources(size: int, seed: int, tone: str, gamma: float) -> list[tuple[str, RawFrame]]:

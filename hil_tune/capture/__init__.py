@@ -1,0 +1,1 @@
+"""Sweep capture: plan (sources x Latin-hypercube parameter sets), the capture loop, the dataset."""

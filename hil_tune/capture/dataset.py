@@ -1,0 +1,367 @@
+"""The sweep dataset on disk: tar shards of samples, a JSON-lines manifest, the plan. No pickle.
+
+    DATASET/plan.json             the plan, written before the first capture
+    DATASET/manifest.jsonl        one row per sample outcome (done / failed), timings; last row wins
+    DATASET/pending/NNNNNNNN.tar  a finished sample not yet packed (one small tar each)
+    DATASET/shards/SSSSS.tar      final, immutable: plan indices [S*size, (S+1)*size) in order
+
+Every file appears by write-to-temp, fsync, rename: a crash leaves either the old state or the new
+one, never half a file. A sample counts as written once its pending tar (or its shard) exists; a
+shard is packed only when every sample of its range is written, so shard bytes do not depend on
+how often the run was interrupted. Sample members are byte-deterministic (fixed tar headers,
+PNG/NPY encoders without timestamps); host and device timestamps live in the manifest only.
+Why tar: the WebDataset layout streams from any store sequentially and indexes locally for random
+access, and every tool can open it. See docs/dataset.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from hil_tune.capture.plan import Plan
+from hil_tune.errors import HilTuneError
+
+PLAN = "plan.json"
+MANIFEST = "manifest.jsonl"
+PENDING = "pending"
+SHARDS = "shards"
+MEMBERS = ("json", "raw.npy", "out.png", "ref.png")
+
+
+class DatasetError(HilTuneError):
+    """A dataset folder is missing, unwritable, from another plan, or fails verification."""
+
+
+# -- atomic files ------------------------------------------------------------------------------
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise DatasetError(f"cannot write {path}: {err.strerror or err}; nothing was changed") from None
+
+
+# -- samples -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    index: int
+    meta: dict[str, Any]
+    raw: np.ndarray | None  # (H, W) uint16 mosaic; pack with hil_tune.raw.pack3/pack4 and meta["cfa"]
+    output: np.ndarray  # (H, W, 3) uint8, what the ISP produced
+    reference: np.ndarray | None  # (H, W, 3) uint8 for unprocessed sources
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_sample(sample: Sample) -> dict[str, bytes]:
+    """Members of one sample; the JSON member carries the SHA-256 of every other member."""
+    members: dict[str, bytes] = {"out.png": _png(sample.output)}
+    if sample.raw is not None:
+        members["raw.npy"] = _npy(sample.raw)
+    if sample.reference is not None:
+        members["ref.png"] = _png(sample.reference)
+    meta = {
+        **sample.meta,
+        "index": sample.index,
+        "sha256": {k: hashlib.sha256(v).hexdigest() for k, v in members.items()},
+    }
+    members["json"] = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    return members
+
+
+def decode_sample(index: int, members: dict[str, bytes], *, check: bool = True) -> Sample:
+    try:
+        meta = json.loads(members["json"])
+    except (KeyError, ValueError) as err:
+        raise DatasetError(f"sample {index}: metadata missing or unreadable ({err})") from None
+    if check:
+        for name, digest in meta.get("sha256", {}).items():
+            if name not in members:
+                raise DatasetError(f"sample {index}: member {name} missing")
+            if hashlib.sha256(members[name]).hexdigest() != digest:
+                raise DatasetError(f"sample {index}: member {name} fails its checksum")
+    try:
+        raw = np.load(io.BytesIO(members["raw.npy"]), allow_pickle=False) if "raw.npy" in members else None
+        out = np.asarray(Image.open(io.BytesIO(members["out.png"])).convert("RGB"))
+        ref = np.asarray(Image.open(io.BytesIO(members["ref.png"])).convert("RGB")) if "ref.png" in members else None
+    except (KeyError, OSError, ValueError) as err:
+        raise DatasetError(f"sample {index}: a member cannot be decoded ({err})") from None
+    return Sample(index, meta, raw, out, ref)
+
+
+def key(index: int) -> str:
+    return f"{index:08d}"
+
+
+def tar_bytes(samples: list[tuple[int, dict[str, bytes]]]) -> bytes:
+    """A tar whose bytes depend only on the content: fixed owner, mode and time, sorted members."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for index, members in sorted(samples, key=lambda s: s[0]):
+            for suffix in MEMBERS:
+                if suffix not in members:
+                    continue
+                info = tarfile.TarInfo(f"{key(index)}.{suffix}")
+                info.size, info.mtime, info.mode, info.uid, info.gid = len(members[suffix]), 0, 0o644, 0, 0
+                tar.addfile(info, io.BytesIO(members[suffix]))
+    return buf.getvalue()
+
+
+def read_tar(path: Path) -> dict[int, dict[str, bytes]]:
+    """All samples of a tar (pending or shard); raises DatasetError if the file is not a whole tar."""
+    out: dict[int, dict[str, bytes]] = {}
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:
+                stem, _, suffix = info.name.partition(".")
+                if not stem.isdigit() or suffix not in MEMBERS or not info.isfile():
+                    raise DatasetError(f"{path}: unexpected member {info.name}")
+                f = tar.extractfile(info)
+                assert f is not None
+                out.setdefault(int(stem), {})[suffix] = f.read()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise DatasetError(f"{path}: not a complete tar ({err})") from None
+    return out
+
+
+def index_tar(path: Path) -> dict[int, dict[str, tuple[int, int]]]:
+    """Member offsets for random access without reading the data."""
+    out: dict[int, dict[str, tuple[int, int]]] = {}
+    with tarfile.open(path, mode="r:") as tar:
+        for info in tar:
+            stem, _, suffix = info.name.partition(".")
+            out.setdefault(int(stem), {})[suffix] = (info.offset_data, info.size)
+    return out
+
+
+# -- the dataset folder --------------------------------------------------------------------------
+
+
+class DatasetFolder:
+    """Paths, plan, manifest and the reconciliation of what is really on disk."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def plan_path(self) -> Path:
+        return self.root / PLAN
+
+    def exists(self) -> bool:
+        return self.plan_path.is_file()
+
+    def create(self, plan: Plan) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / PENDING).mkdir(exist_ok=True)
+            (self.root / SHARDS).mkdir(exist_ok=True)
+        except OSError as err:
+            raise DatasetError(f"cannot create dataset folder {self.root}: {err.strerror or err}") from None
+        atomic_write(self.plan_path, plan.model_dump_json(indent=1).encode())
+        atomic_write(self.root / MANIFEST, b"")
+
+    def plan(self) -> Plan:
+        if not self.exists():
+            raise DatasetError(f"{self.root}: not a hil-tune dataset (no {PLAN})")
+        try:
+            return Plan.model_validate_json(self.plan_path.read_bytes())
+        except ValueError as err:
+            raise DatasetError(f"{self.plan_path}: unreadable plan ({err})") from None
+
+    def pending_path(self, index: int) -> Path:
+        return self.root / PENDING / f"{key(index)}.tar"
+
+    def shard_path(self, shard: int) -> Path:
+        return self.root / SHARDS / f"{shard:05d}.tar"
+
+    def manifest_rows(self) -> list[dict[str, Any]]:
+        """Rows in order; a line torn by a crash (the last one) is skipped."""
+        path = self.root / MANIFEST
+        if not path.is_file():
+            return []
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and "index" in row:
+                rows.append(row)
+        return rows
+
+    def latest_rows(self) -> dict[int, dict[str, Any]]:
+        latest: dict[int, dict[str, Any]] = {}
+        for row in self.manifest_rows():
+            latest[int(row["index"])] = row
+        return latest
+
+    def append_rows(self, rows: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+        try:
+            with open(self.root / MANIFEST, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            raise DatasetError(f"cannot append to {self.root / MANIFEST}: {err.strerror or err}") from None
+
+    def reconcile(self) -> dict[int, str]:
+        """Make the manifest agree with the files; returns index -> file of every written sample.
+
+        Temp files are removed; a pending tar that is not whole or fails a checksum is removed (its
+        sample is redone); failed rows are dropped so a resumed run retries them.
+        """
+        for tmp in [*self.root.glob(".*.tmp"), *self.root.glob("*/.*.tmp")]:
+            tmp.unlink(missing_ok=True)
+        written: dict[int, str] = {}
+        for shard in sorted((self.root / SHARDS).glob("*.tar")):
+            for index in index_tar(shard):
+                written[index] = str(shard.relative_to(self.root))
+        for pending in sorted((self.root / PENDING).glob("*.tar")):
+            try:
+                samples = read_tar(pending)
+                for index, members in samples.items():
+                    decode_sample(index, members)
+            except DatasetError:
+                pending.unlink(missing_ok=True)
+                continue
+            if set(samples) != {int(pending.stem)}:
+                pending.unlink(missing_ok=True)
+                continue
+            if int(pending.stem) in written:
+                pending.unlink(missing_ok=True)  # packed already; the crash came before the clean-up
+                continue
+            written[int(pending.stem)] = str(pending.relative_to(self.root))
+        latest = self.latest_rows()
+        rows = []
+        for index, file in sorted(written.items()):
+            row = dict(latest.get(index, {"index": index, "recovered": True}))
+            row.update(status="done", file=file)
+            rows.append(row)
+        atomic_write(self.root / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+        return written
+
+    def pack_shard(self, shard: int, indices: list[int]) -> None:
+        """Move the pending samples of one shard range into its final shard file."""
+        samples = []
+        for index in indices:
+            got = read_tar(self.pending_path(index))
+            samples.append((index, got[index]))
+        atomic_write(self.shard_path(shard), tar_bytes(samples))
+        file = str(self.shard_path(shard).relative_to(self.root))
+        latest = self.latest_rows()
+        self.append_rows([{**latest.get(i, {"index": i}), "status": "done", "file": file} for i in indices])
+        for index in indices:
+            self.pending_path(index).unlink(missing_ok=True)
+
+
+class DatasetReader:
+    """Random access to the written samples of a dataset (shards and pending alike)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.folder = DatasetFolder(Path(root))
+        self.plan = self.folder.plan()
+        self.rows = {r.index: r for r in self.plan.rows}
+        self._where: dict[int, tuple[Path, dict[str, tuple[int, int]]]] = {}
+        for path in [
+            *sorted((self.folder.root / SHARDS).glob("*.tar")),
+            *sorted((self.folder.root / PENDING).glob("*.tar")),
+        ]:
+            try:
+                for index, members in index_tar(path).items():
+                    self._where.setdefault(index, (path, members))
+            except (tarfile.TarError, OSError):
+                continue
+        self.indices = sorted(self._where)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def members(self, index: int) -> dict[str, bytes]:
+        path, members = self._where[index]
+        out = {}
+        with open(path, "rb") as f:
+            for name, (offset, size) in members.items():
+                f.seek(offset)
+                out[name] = f.read(size)
+        return out
+
+    def sample(self, index: int, *, check: bool = False) -> Sample:
+        if index not in self._where:
+            raise DatasetError(f"{self.folder.root}: sample {index} is not written")
+        return decode_sample(index, self.members(index), check=check)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for index in self.indices:
+            yield self.sample(index)
+
+    def sources(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for index in self.indices:
+            out.setdefault(self.rows[index].source, []).append(index)
+        return out
+
+    def failed(self) -> dict[int, dict[str, Any]]:
+        return {
+            i: r for i, r in self.folder.latest_rows().items() if r.get("status") == "failed" and i not in self._where
+        }
+
+    def verify(self) -> list[str]:
+        """Every manifest 'done' row has its data, every checksum matches, nothing unplanned is there."""
+        problems = []
+        latest = self.folder.latest_rows()
+        for index, row in sorted(latest.items()):
+            if row.get("status") != "done":
+                continue
+            if index not in self._where:
+                problems.append(f"sample {index}: manifest says done in {row.get('file')}, but no file holds it")
+                continue
+            try:
+                sample = self.sample(index, check=True)
+            except DatasetError as err:
+                problems.append(str(err))
+                continue
+            if sample.meta.get("params_requested") != self.rows[index].params:
+                problems.append(f"sample {index}: parameters differ from the plan")
+        problems += [f"sample {i}: on disk but not in the manifest" for i in self.indices if i not in latest]
+        problems += [f"sample {i}: not in the plan" for i in self.indices if i not in self.rows]
+        return problems

@@ -1,0 +1,187 @@
+"""The sweep plan: which patch of which source meets which parameter set, fixed before capture.
+
+A plan is written into the dataset before the first sample, so a resumed or repeated run takes
+exactly the same samples. Parameter sets come from scipy's Latin hypercube (through ParamSpace) in
+the encoded unit cube, restricted to a sampling region, and are snapped to the profile's grid.
+
+Regions: `full` (the paper's operational ranges), a named `[region.NAME]` box of the profile, or
+`around` given parameter sets (a box of +-radius in encoded units around each, clipped to the
+cube), which the predictor's active resampling uses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from hil_tune.capture.sources import Source, load_source
+from hil_tune.errors import InputError, ParameterError
+from hil_tune.inputs import stable_seed
+from hil_tune.params import ParamDict, Region
+from hil_tune.profiles import Profile
+from hil_tune.raw import patches
+
+PLAN_VERSION = 1
+
+
+class PlanRow(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    source: str
+    patch: tuple[int, int, int, int] | None  # y, x, h, w in the source frame; None for live
+    params: dict[str, float | str]
+    encoded: tuple[float, ...]
+
+
+class RegionSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    lower: tuple[float, ...] = ()
+    upper: tuple[float, ...] = ()
+    centers: list[dict[str, float | str]] = []
+    radius: float | None = None
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    version: int = PLAN_VERSION
+    profile: str
+    profile_sha256: str
+    profile_data: dict[str, Any]  # the whole resolved profile: a dataset explains itself anywhere
+    seed: int
+    samples_per_source: int
+    patch: int
+    shard_size: int = 64
+    region: RegionSpec
+    sources: list[dict[str, Any]]
+    rows: list[PlanRow]
+
+    def load_profile(self) -> Profile:
+        profile = Profile.model_validate(self.profile_data)
+        if profile.sha256 != self.profile_sha256:
+            raise InputError(f"plan: the stored profile {self.profile} does not match its recorded hash")
+        return profile
+
+    def key(self) -> dict[str, Any]:
+        """What must match for `--resume` to continue this plan."""
+        return {
+            "profile_sha256": self.profile_sha256,
+            "seed": self.seed,
+            "samples_per_source": self.samples_per_source,
+            "patch": self.patch,
+            "shard_size": self.shard_size,
+            "region": self.region.name,
+            "sources": [s["id"] for s in self.sources],
+        }
+
+
+def around_boxes(
+    profile: Profile, centers: Sequence[Mapping[str, object]], radius: float
+) -> list[tuple[np.ndarray, np.ndarray, ParamDict]]:
+    if not 0 < radius <= 1:
+        raise ParameterError(f"--radius {radius}: must be in (0, 1] (encoded units)")
+    if not centers:
+        raise ParameterError("--around: no parameter sets given")
+    boxes = []
+    for c in centers:
+        full, _ = profile.space.validate(c)
+        u = profile.space.encode(full)
+        boxes.append((np.clip(u - radius, 0, 1), np.clip(u + radius, 0, 1), full))
+    return boxes
+
+
+def _lhc(profile: Profile, n: int, seed: int, region: Region) -> np.ndarray:
+    return profile.space.sample_lhc(n, seed=seed, region=region)
+
+
+def build_plan(
+    profile: Profile,
+    sources: list[Source],
+    *,
+    samples_per_source: int,
+    seed: int = 0,
+    patch: int = 512,
+    region: str = "plausible",
+    around: Sequence[Mapping[str, object]] | None = None,
+    radius: float = 0.1,
+    shard_size: int = 64,
+) -> Plan:
+    """Each source gets `samples_per_source` LHC parameter sets (its own seeded hypercube), sample j
+    on patch j mod n_patches of that source, so both the parameters and the image content spread."""
+    if shard_size < 1:
+        raise ParameterError(f"shard size {shard_size}: need at least 1")
+    if samples_per_source < 1:
+        raise ParameterError(f"--samples-per-source {samples_per_source}: need at least 1")
+    space = profile.space
+    boxes = around_boxes(profile, around, radius) if around is not None else None
+    if boxes is not None:
+        region_spec = RegionSpec(name="around", centers=[b[2] for b in boxes], radius=radius)
+    else:
+        r = profile.get_region(region)
+        region_spec = RegionSpec(name=r.name, lower=r.lower, upper=r.upper)
+    rows: list[PlanRow] = []
+    source_info: list[dict[str, Any]] = []
+    for source in sources:
+        s_seed = stable_seed(source.id, seed)
+        if source.kind == "live":
+            windows: list[tuple[int, int, int, int] | None] = [None]
+            info: dict[str, Any] = {"id": source.id, "kind": source.kind, "location": source.location}
+        else:
+            frame = load_source(source, profile, seed)
+            windows = [tuple(p.meta["crop"]) for p in patches(frame, patch)]  # type: ignore[misc]
+            info = {"id": source.id, "kind": source.kind, "location": source.location,
+                    "shape": list(frame.shape), "cfa": frame.cfa, "patches": len(windows)}  # fmt: skip
+        source_info.append(info)
+        if boxes is None:
+            units = _lhc(
+                profile,
+                samples_per_source,
+                s_seed,
+                Region(**region_spec.model_dump(include={"name", "lower", "upper"})),
+            )
+        else:
+            # Samples split over the centres in turn; each centre's share is its own small hypercube.
+            units = np.empty((samples_per_source, len(space)))
+            for k, (lo, hi, _) in enumerate(boxes):
+                idx = np.arange(k, samples_per_source, len(boxes))
+                if len(idx):
+                    box = Region(name="around", lower=tuple(lo), upper=tuple(hi))
+                    units[idx] = _lhc(profile, len(idx), s_seed + k, box)
+        for j, u in enumerate(units):
+            params = space.decode(u)
+            rows.append(PlanRow(
+                index=len(rows), source=source.id, patch=windows[j % len(windows)], params=params,
+                encoded=tuple(float(x) for x in space.encode(params)),
+            ))  # fmt: skip
+    return Plan(
+        profile=profile.name,
+        profile_sha256=profile.sha256,
+        profile_data=profile.model_dump(mode="json"),
+        seed=seed,
+        samples_per_source=samples_per_source,
+        patch=patch,
+        shard_size=shard_size,
+        region=region_spec,
+        sources=source_info,
+        rows=rows,
+    )
+
+
+def read_around(path: Path) -> list[dict[str, object]]:
+    """A JSON parameter set or a list of them (what `hil-tune predict --params-out` writes)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"{path}: cannot read parameter sets ({err})") from None
+    sets = data if isinstance(data, list) else [data]
+    if not all(isinstance(s, dict) for s in sets):
+        raise InputError(f"{path}: expected a JSON object or a list of objects")
+    return sets

@@ -1,0 +1,74 @@
+"""What a sweep renders: RAW files, sRGB photos (unprocessed, reference kept), bundled photos, or
+the live sensor of a device that cannot take injected RAW.
+
+A source is named by a string a plan can record and a later run can load again bit for bit:
+a file path, `bundled:NAME` (scikit-image's sample photos), or `live`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hil_tune.errors import InputError
+from hil_tune.inputs import BUNDLED_IMAGES, IMAGE_SUFFIXES, bundled_frame, load_input
+from hil_tune.profiles import Profile
+from hil_tune.raw import RAW_SUFFIXES, RawFrame
+
+LIVE = "live"
+BUNDLED_PREFIX = "bundled:"
+
+
+@dataclass(frozen=True)
+class Source:
+    id: str  # unique, stable: what splits by source use
+    kind: str  # "raw" | "srgb" | "bundled" | "live"
+    location: str  # path, bundled:NAME, or live
+
+
+def resolve_sources(items: list[str]) -> list[Source]:
+    """Expand folders, check every file exists and is a kind we read; ids are unique and stable."""
+    out: list[Source] = []
+    for item in items:
+        if item == LIVE:
+            out.append(Source(LIVE, "live", LIVE))
+        elif item == "bundled":
+            out += [Source(f"{BUNDLED_PREFIX}{n}", "bundled", f"{BUNDLED_PREFIX}{n}") for n in BUNDLED_IMAGES]
+        elif item.startswith(BUNDLED_PREFIX):
+            name = item.removeprefix(BUNDLED_PREFIX)
+            if name not in BUNDLED_IMAGES:
+                raise InputError(f"{item}: no bundled image {name!r}; known: {', '.join(BUNDLED_IMAGES)}")
+            out.append(Source(item, "bundled", item))
+        else:
+            path = Path(item)
+            if path.is_dir():
+                files = sorted(p for p in path.iterdir() if p.suffix.lower() in RAW_SUFFIXES | IMAGE_SUFFIXES)
+                if not files:
+                    raise InputError(f"{path}: folder holds no RAW or image files")
+                out += [_file_source(p) for p in files]
+            elif path.is_file():
+                out.append(_file_source(path))
+            else:
+                raise InputError(f"{path}: no such file or folder (or use bundled, bundled:NAME, live)")
+    ids = [s.id for s in out]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise InputError(f"source(s) given twice: {', '.join(dupes)}")
+    if not out:
+        raise InputError("no sources given")
+    return out
+
+
+def _file_source(path: Path) -> Source:
+    kind = "srgb" if path.suffix.lower() in IMAGE_SUFFIXES else "raw"
+    return Source(str(path.resolve()), kind, str(path.resolve()))
+
+
+def load_source(source: Source, profile: Profile, seed: int) -> RawFrame:
+    """The RawFrame of a file or bundled source (unprocessing draws seeded per source)."""
+    tone, gamma = profile.pipeline.tone, profile.pipeline.gamma
+    if source.kind == "bundled":
+        return bundled_frame(source.location.removeprefix(BUNDLED_PREFIX), seed=seed, tone=tone, gamma=gamma)
+    if source.kind in ("raw", "srgb"):
+        return load_input(source.location, seed=seed, tone=tone, gamma=gamma)
+    raise InputError(f"{source.id}: a live source has no file to load")

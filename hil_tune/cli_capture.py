@@ -1,0 +1,178 @@
+"""`hil-tune capture` and `hil-tune dataset info|verify|preview`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import TextColumn
+from rich.table import Table
+
+from hil_tune.errors import HilTuneError, InputError
+
+out = Console()
+err = Console(stderr=True)
+dataset_app = typer.Typer(no_args_is_help=True, help="Inspect, check and preview sweep datasets.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("capture")(capture)
+    app.add_typer(dataset_app, name="dataset")
+
+
+def capture(
+    out_dir: Annotated[Path, typer.Option("--out", help="Dataset folder (created; never overwritten).")],
+    driver: Annotated[str, typer.Option("--driver", help="Driver name.")] = "sim",
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile (default: the driver's).")] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", help="RAW/image file or folder, bundled, bundled:NAME, or live. Repeatable."),
+    ] = None,
+    samples_per_source: Annotated[int, typer.Option("--samples-per-source", "-m")] = 8,
+    patch: Annotated[int, typer.Option(help="Patch size (pixels a side, even); the paper uses 512.")] = 512,
+    seed: Annotated[int, typer.Option()] = 0,
+    region: Annotated[str, typer.Option(help="full, or a [region.NAME] of the profile.")] = "plausible",
+    around: Annotated[Path | None, typer.Option(help="JSON parameter set(s) to sample around.")] = None,
+    radius: Annotated[float, typer.Option(help="Half-width of the --around box, encoded units.")] = 0.1,
+    workers: Annotated[int, typer.Option(help="Processes (simulator only).")] = 1,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Samples per shard.")] = 64,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the plan already in --out.")] = False,
+    retries: Annotated[int, typer.Option(help="Attempts after a device fault, per sample.")] = 3,
+    device: Annotated[str | None, typer.Option("--device", help="Port, serial number or index.")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Driver option KEY=VALUE.")] = None,
+) -> None:
+    """Sweep LHC parameter sets over sources through a device into a resumable dataset."""
+    import inspect
+
+    from hil_tune.capture.dataset import DatasetFolder
+    from hil_tune.capture.loop import CaptureSettings, run_capture
+    from hil_tune.capture.plan import build_plan, read_around
+    from hil_tune.capture.sources import resolve_sources
+    from hil_tune.cli_devices import open_options
+    from hil_tune.profiles import load_profile
+    from hil_tune.ui import progress
+
+    cls, options = open_options(driver, device, option or [], 10.0)
+    options.pop("timeout")
+    folder = DatasetFolder(out_dir)
+    if folder.exists() and resume and profile is None:
+        prof = folder.plan().load_profile()  # resuming needs nothing but the folder
+    else:
+        prof = load_profile(profile or inspect.signature(cls).parameters["profile"].default)
+    if folder.exists() and not resume:
+        raise InputError(f"{out_dir} already holds a dataset: add --resume to continue it, or choose a new folder")
+    if not folder.exists() and out_dir.exists() and any(out_dir.iterdir()):
+        raise InputError(f"{out_dir} exists and is not empty; choose a new folder")
+    if folder.exists():
+        plan = folder.plan()
+        if source:
+            wanted = build_plan(prof, resolve_sources(source), samples_per_source=samples_per_source, seed=seed,
+                                patch=patch, region=region, around=read_around(around) if around else None,
+                                radius=radius, shard_size=shard_size)  # fmt: skip
+            diff = {k: (v, wanted.key()[k]) for k, v in plan.key().items() if wanted.key()[k] != v}
+            if diff:
+                raise InputError(f"--resume: these differ from the dataset's plan: {diff}")
+        err.print(f"resuming {out_dir}: plan of {len(plan.rows)} samples, region {plan.region.name}")
+    else:
+        if not source:
+            raise InputError("give at least one --source (file, folder, bundled, bundled:NAME or live)")
+        with err.status("planning (loading sources, Latin hypercube)"):
+            plan = build_plan(prof, resolve_sources(source), samples_per_source=samples_per_source, seed=seed,
+                              patch=patch, region=region, around=read_around(around) if around else None,
+                              radius=radius, shard_size=shard_size)  # fmt: skip
+        folder.create(plan)
+        err.print(f"planned {len(plan.rows)} samples ({len(plan.sources)} sources, region {plan.region.name})")
+    settings = CaptureSettings(driver=driver, driver_options=options, profile=profile, retries=retries)
+    start = time.monotonic()
+    with progress(TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[failed]}"), console=err) as bar:
+        task = bar.add_task("capture", total=len(plan.rows), rate="", failed="")
+        first: list[int] = []
+
+        def on_progress(done: int, failed: int, total: int) -> None:
+            if not first:
+                first.append(done)
+            rate = (done - first[0]) / max(time.monotonic() - start, 1e-9)
+            bar.update(task, completed=done + failed, rate=f"{rate:.2f} samples/s",
+                       failed=f"[red]{failed} failed[/]" if failed else "")  # fmt: skip
+
+        try:
+            result = run_capture(out_dir, settings, workers=workers, on_progress=on_progress)
+        except KeyboardInterrupt:
+            err.print(f"[yellow]interrupted[/]: written samples are safe; continue with --resume --out {out_dir}")
+            raise typer.Exit(130) from None
+    out.print(f"{result.written}/{result.planned} samples in {out_dir} ({result.seconds:.1f} s this run)")
+    if result.failed:
+        for index, why in sorted(result.failed.items()):
+            err.print(f"[red]failed[/] sample {index}: {why}", highlight=False)
+        raise HilTuneError(f"{len(result.failed)} sample(s) failed (listed above); rerun with --resume to retry them")
+
+
+@dataset_app.command("info")
+def dataset_info_cmd(
+    path: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Counts, sources, parameter coverage and the clipped-pixel histogram."""
+    from hil_tune.capture.dataset import DatasetReader
+    from hil_tune.capture.report import dataset_info
+
+    info = dataset_info(DatasetReader(path))
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    counts = f"{info['written']}/{info['planned']} samples written, {len(info['failed'])} failed"
+    out.print(
+        f"[bold]{info['path']}[/]: {counts}; profile {info['profile']}, region {info['region']}, seed {info['seed']}"
+    )
+    t = Table("source", "samples")
+    for s, n in info["sources"].items():
+        t.add_row(s, str(n))
+    out.print(t)
+    clip = info["clipped_share"]
+    out.print(f"clipped pixels per sample (median {clip['median']:.1%}, over half clipped: {clip['over_half']:.0%}):")
+    peak = max(clip["histogram"]) or 1
+    for lo, hi, n in zip(clip["bins"][:-1], clip["bins"][1:], clip["histogram"], strict=True):
+        out.print(f"  {lo:4.0%}-{hi:4.0%} {'#' * round(30 * n / peak):30} {n}")
+    t = Table("parameter", "min (enc)", "max (enc)", "coverage (10 bins)")
+    for name, c in info["coverage_encoded"].items():
+        bars = "".join(" ▁▂▃▄▅▆▇█"[min(8, round(8 * n / max(max(c["histogram"]), 1)))] for n in c["histogram"])
+        t.add_row(
+            name,
+            f"{c['min']:.2f}" if c["min"] is not None else "-",
+            f"{c['max']:.2f}" if c["max"] is not None else "-",
+            bars,
+        )
+    out.print(t)
+
+
+@dataset_app.command("verify")
+def dataset_verify(path: Annotated[Path, typer.Argument(help="Dataset folder.")]) -> None:
+    """Every manifest row has its data and every checksum matches; exit 1 otherwise."""
+    from hil_tune.capture.dataset import DatasetReader
+
+    reader = DatasetReader(path)
+    problems = reader.verify()
+    for p in problems:
+        err.print(f"[red]problem:[/] {p}", highlight=False)
+    failed = reader.failed()
+    out.print(f"{len(reader)} samples checked, {len(problems)} problem(s), {len(failed)} failed sample(s) recorded")
+    if problems:
+        raise typer.Exit(1)
+
+
+@dataset_app.command("preview")
+def dataset_preview(
+    path: Annotated[Path, typer.Argument(help="Dataset folder.")],
+    out_path: Annotated[Path, typer.Option("--out", help="PNG contact sheet.")],
+    sources: Annotated[int, typer.Option(help="How many sources (rows).")] = 4,
+    per_source: Annotated[int, typer.Option("--per-source", help="Samples per row.")] = 8,
+) -> None:
+    """A contact sheet of outputs across the sweep, labelled with the parameters that vary most."""
+    from hil_tune.capture.dataset import DatasetReader
+    from hil_tune.capture.report import preview
+
+    out.print(f"wrote {preview(DatasetReader(path), out_path, sources=sources, per_source=per_source)}")

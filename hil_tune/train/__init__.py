@@ -1,0 +1,1 @@
+"""Training: datasets for torch, proxy and predictor training loops, tasks, checkpoints, evaluation."""

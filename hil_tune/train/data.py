@@ -1,0 +1,118 @@
+"""Sweep datasets as torch datasets, and the split by source that keeps held-out images unseen.
+
+Map-style (`SweepDataset`) for a dataset folder on local disk: random access through the tar
+index. Iterable (`SweepStream`) for shards elsewhere (any file-like opener: an object store, a
+network share): reads each shard front to back, once, as WebDataset readers do.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset
+
+from hil_tune.capture.dataset import MEMBERS, DatasetReader, Sample, decode_sample
+from hil_tune.raw import pack3, pack4
+
+
+def split_by_source(sources: Iterable[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[set[str], set[str]]:
+    """(train, val) source ids. Stable per source id (a CRC of it), so adding a source does not move others."""
+    ids = sorted(set(sources))
+    if len(ids) < 2:
+        raise ValueError("splitting by source needs at least two sources")
+    ranked = sorted(ids, key=lambda s: (zlib.crc32(f"{seed}:{s}".encode()), s))
+    n_val = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
+    val = set(ranked[:n_val])
+    return set(ids) - val, val
+
+
+def to_tensors(sample: Sample, packing: str = "pack4") -> dict[str, Any]:
+    """RAW normalised to [0, 1] and packed (pack4: 4 x H/2 x W/2, the default; pack3: the paper's
+    3 x H x W by Bayer position), output and reference as 3 x H x W floats in [0, 1]."""
+    meta = sample.meta
+    assert sample.raw is not None, "samples without RAW (a live sensor that gives none) cannot train a proxy"
+    black = np.asarray(meta.get("black_level") or [0, 0, 0, 0], dtype=np.float32).reshape(2, 2)
+    white = np.float32(meta.get("white_level") or 65535)
+    h, w = sample.raw.shape
+    tile = np.tile(black, (h // 2, w // 2))
+    norm = np.clip((sample.raw.astype(np.float32) - tile) / (white - tile), 0, 1)
+    packed = pack4(norm, meta["cfa"]) if packing == "pack4" else pack3(norm, meta["cfa"])
+    out = {
+        "index": sample.index,
+        "raw": torch.from_numpy(np.ascontiguousarray(packed.transpose(2, 0, 1))),
+        "output": torch.from_numpy(sample.output.transpose(2, 0, 1).astype(np.float32) / 255),
+        "encoded": torch.tensor(meta["encoded_applied"], dtype=torch.float32),
+        "source": meta["source"],
+    }
+    if sample.reference is not None:
+        out["reference"] = torch.from_numpy(sample.reference.transpose(2, 0, 1).astype(np.float32) / 255)
+    return out
+
+
+class SweepDataset(Dataset):
+    """Map-style view of a local dataset folder, optionally restricted to some sources."""
+
+    def __init__(self, root: Path | str, sources: set[str] | None = None, packing: str = "pack4") -> None:
+        self.reader = DatasetReader(root)
+        self.packing = packing
+        self.indices = [i for i in self.reader.indices if sources is None or self.reader.rows[i].source in sources]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return to_tensors(self.reader.sample(self.indices[i]), self.packing)
+
+
+class SweepStream(IterableDataset):
+    """Streams samples from shard files opened by `opener` (default: local files), in order.
+
+    With several DataLoader workers, each reads every n-th shard, so no sample is read twice.
+    """
+
+    def __init__(
+        self,
+        shards: list[str],
+        opener: Callable[[str], IO[bytes]] | None = None,
+        sources: set[str] | None = None,
+        packing: str = "pack4",
+    ) -> None:
+        self.shards, self.sources, self.packing = shards, sources, packing
+        self.opener = opener or (lambda s: open(s, "rb"))  # noqa: SIM115 - closed by the with below
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        mine = self.shards if info is None else self.shards[info.id :: info.num_workers]
+        for shard in mine:
+            with self.opener(shard) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+                current: dict[str, bytes] = {}
+                current_key = None
+                for member in tar:
+                    stem, _, suffix = member.name.partition(".")
+                    if suffix not in MEMBERS:
+                        continue
+                    if current_key is not None and stem != current_key:
+                        yield from self._emit(current_key, current)
+                        current = {}
+                    current_key = stem
+                    data = tar.extractfile(member)
+                    current[suffix] = data.read() if data is not None else b""
+                if current_key is not None:
+                    yield from self._emit(current_key, current)
+
+    def _emit(self, key: str, members: dict[str, bytes]) -> Iterator[dict[str, Any]]:
+        sample = decode_sample(int(key), members, check=True)
+        if self.sources is None or sample.meta["source"] in self.sources:
+            yield to_tensors(sample, self.packing)
+
+
+def read_bytes(path: str) -> IO[bytes]:
+    """An opener that reads a whole shard into memory (what a remote fetch would hand back)."""
+    return io.BytesIO(Path(path).read_bytes())
