@@ -228,3 +228,16 @@ def test_sources_are_checked(tmp_path):
         resolve_sources(["bundled:coffee", "bundled:coffee"])
     with pytest.raises(InputError, match="no bundled image"):
         resolve_sources(["bundled:nope"])
+
+
+def test_live_sensor_source_records_the_devices_own_frames(tmp_path, profile_path):
+    prof = load_profile(profile_path)
+    plan = build_plan(prof, resolve_sources(["live"]), samples_per_source=3, patch=32, region="fast")
+    assert plan.rows[0].patch is None
+    folder = DatasetFolder(tmp_path / "live")
+    folder.create(plan)
+    result = run_capture(folder.root, settings(profile_path))
+    assert result.written == 3
+    sample = DatasetReader(folder.root).sample(2, check=True)
+    assert sample.output.shape == (32, 32, 3) and sample.raw.shape == (32, 32) and sample.reference is None
+    assert sample.meta["params_applied"] == plan.rows[2].params
