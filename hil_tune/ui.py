@@ -14,7 +14,7 @@ from rich.progress import (
 )
 
 
-def progress(*extra: TextColumn, console: object = None) -> Progress:
+def progress(*extra: TextColumn, console: object = None, disable: bool = False) -> Progress:
     """The progress bar every long step uses: count, rate of completion, elapsed and remaining time.
 
     `extra` columns go before the times, e.g. TextColumn("{task.fields[rate]}") for samples/s.
@@ -28,6 +28,7 @@ def progress(*extra: TextColumn, console: object = None) -> Progress:
         TextColumn("eta"),
         TimeRemainingColumn(),
         console=console,  # type: ignore[arg-type]
+        disable=disable,
     )
 
 

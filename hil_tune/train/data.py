@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from hil_tune.capture.dataset import MEMBERS, DatasetReader, Sample, decode_sample
-from hil_tune.raw import pack3, pack4
+from hil_tune.raw import CFA_PATTERNS, pack3, pack4
 
 
 def split_by_source(sources: Iterable[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[set[str], set[str]]:
@@ -46,6 +46,8 @@ def to_tensors(sample: Sample, packing: str = "pack4") -> dict[str, Any]:
     packed = pack4(norm, meta["cfa"]) if packing == "pack4" else pack3(norm, meta["cfa"])
     out = {
         "index": sample.index,
+        "mosaic": torch.from_numpy(norm[None]),
+        "cfa": CFA_PATTERNS.index(meta["cfa"]),
         "raw": torch.from_numpy(np.ascontiguousarray(packed.transpose(2, 0, 1))),
         "output": torch.from_numpy(sample.output.transpose(2, 0, 1).astype(np.float32) / 255),
         "encoded": torch.tensor(meta["encoded_applied"], dtype=torch.float32),

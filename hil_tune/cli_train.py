@@ -1,0 +1,84 @@
+"""`hil-tune train proxy` and `hil-tune eval proxy`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import TextColumn
+
+from hil_tune.errors import InputError
+
+out = Console()
+err = Console(stderr=True)
+train_app = typer.Typer(no_args_is_help=True, help="Train the ISP proxy (and, later, the predictor).")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure trained models against the real ISP.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")
+    app.add_typer(eval_app, name="eval")
+
+
+@train_app.command("proxy")
+def train_proxy_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Sweep dataset folder (hil-tune capture).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, curves, metrics.")],
+    model: Annotated[str, typer.Option(help="greybox (default) or unet (the paper's).")] = "greybox",
+    epochs: Annotated[int, typer.Option()] = 20,
+    batch: Annotated[int, typer.Option()] = 8,
+    optimizer: Annotated[str, typer.Option(help="rmsprop (the paper's) or adam.")] = "rmsprop",
+    lr: Annotated[float, typer.Option(help="Learning rate (the paper: 1e-4).")] = 1e-4,
+    lr_step: Annotated[int, typer.Option("--lr-step", help="Epochs between x lr-gamma decays.")] = 10,
+    lr_gamma: Annotated[float, typer.Option("--lr-gamma")] = 0.9,
+    width: Annotated[int, typer.Option(help="Channels at full resolution.")] = 16,
+    depth: Annotated[int, typer.Option(help="U-Net levels.")] = 3,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's checkpoint.")] = False,
+) -> None:
+    """Train a differentiable proxy of the ISP on a sweep (L2 to the ISP output)."""
+    import os
+
+    import torch
+
+    from hil_tune.capture.dataset import DatasetFolder
+    from hil_tune.models.proxy import KINDS, ProxyConfig
+    from hil_tune.train.proxy_train import TrainConfig, train_proxy
+    from hil_tune.ui import progress
+
+    if model not in KINDS:
+        raise InputError(f"--model {model!r}: choose one of {', '.join(KINDS)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device here")
+    if (out_dir / "checkpoint.pt").exists() and not resume:
+        raise InputError(f"{out_dir} already holds a run: add --resume to continue it, or choose a new folder")
+    os.environ["HIL_TUNE_DEVICE"] = device
+    profile = DatasetFolder(dataset).plan().load_profile()
+    cfg = TrainConfig(epochs=epochs, batch=batch, optimizer=optimizer, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma,
+                      seed=seed, device=device)  # fmt: skip
+    rank = int(os.environ.get("RANK", "0"))
+    with progress(TextColumn("{task.fields[info]}"), console=err, disable=rank != 0) as bar:
+        task = bar.add_task(f"{model} epoch", total=None, info="")
+        state = {"epoch": 0}
+
+        def on_batch(step: int, steps: int, loss: float) -> None:
+            bar.update(task, completed=step, total=steps, description=f"{model} epoch {state['epoch'] + 1}/{epochs}",
+                       info=f"loss {loss:.2e}")  # fmt: skip
+
+        def on_epoch(record: dict) -> None:
+            state["epoch"] = record["epoch"] + 1
+            parts = [f"epoch {record['epoch'] + 1}: loss {record['train_loss']:.2e}"]
+            for key, label in (("val_sources_psnr", "unseen images"), ("val_params_psnr", "unseen settings")):
+                if record.get(key) is not None:
+                    parts.append(f"{label} {record[key]:.2f} dB")
+            parts.append(f"{record['samples_per_s']:.1f} samples/s")
+            bar.console.print(", ".join(parts))
+
+        final = train_proxy(dataset, out_dir, profile, ProxyConfig(kind=model, width=width, depth=depth), cfg,
+                            resume=resume, on_epoch=on_epoch, on_batch=on_batch)  # fmt: skip
+    if rank == 0:
+        out.print(f"wrote {out_dir / 'model.pt'} (+ .json sidecar), curves {out_dir / 'curves.png'}")
+        out.print_json(data=final["metrics"])

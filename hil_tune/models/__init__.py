@@ -1,0 +1,1 @@
+"""Networks: the ISP proxies (proxy.py) and the attention-aware predictor (predictor.py)."""

@@ -1,0 +1,209 @@
+"""Differentiable proxies of an ISP: the paper's U-Net (baseline) and our grey-box proxy (default).
+
+Both map (RAW mosaic, its CFA, encoded parameters u in [0, 1]^P) to the display-encoded RGB the
+ISP would output, and are differentiable in u.
+
+- `unet` (Tseng et al. / Qin et al.): the RAW packed by Bayer position into R, G, B planes, the
+  parameters expanded to constant planes and concatenated with the feature maps at every encoder
+  level; a U-Net regresses the output. It must learn multiplications (gains, colour matrix) by
+  addition, which is where it stalls.
+- `greybox`: the profile's standard blocks as differentiable code with their parameters wired in
+  (white balance and digital gain, demosaic, colour matrix, unsharp mask, tone curve, JPEG's
+  chroma subsampling; see isp_blocks.py), followed by a residual U-Net whose features are modulated by the parameters
+  (FiLM) and which learns what the device does beyond that structure: its denoiser, compression,
+  a different tone curve or block order. Blocks the profile does not declare are skipped (a
+  black-box ISP gets demosaic + residual only), so the same model serves hardware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hil_tune.models import isp_blocks as blocks
+from hil_tune.profiles import Profile
+
+KINDS = ("greybox", "unet")
+WB = ("gain-r", "gain-g", "gain-b", "digital-gain")
+CCM = tuple(f"ccm{i}{j}" for i in range(3) for j in range(3))
+USM = ("usm-amount", "usm-sigma")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    kind: str = "greybox"
+    width: int = 16  # channels at full resolution; doubles per level
+    depth: int = 3  # U-Net levels
+    film_dim: int = 64
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ParamValues(nn.Module):
+    """Encoded u -> parameter values, the continuous relaxation of the grid (min + u (max - min))."""
+
+    def __init__(self, profile: Profile) -> None:
+        super().__init__()
+        self.names = profile.space.names
+        lo = [s.min if s.kind == "grid" else 0.0 for s in profile.space]
+        hi = [s.max if s.kind == "grid" else 1.0 for s in profile.space]
+        self.register_buffer("lo", torch.tensor(lo, dtype=torch.float32))
+        self.register_buffer("hi", torch.tensor(hi, dtype=torch.float32))
+
+    def forward(self, u: Tensor) -> Tensor:
+        return self.lo + u * (self.hi - self.lo)
+
+    def has(self, names: tuple[str, ...]) -> bool:
+        return all(n in self.names for n in names)
+
+    def pick(self, values: Tensor, names: tuple[str, ...]) -> Tensor:
+        return values[:, [self.names.index(n) for n in names]]
+
+
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, padding_mode="reflect"),
+        nn.LeakyReLU(0.1),
+        nn.Conv2d(cout, cout, 3, padding=1, padding_mode="reflect"),
+        nn.LeakyReLU(0.1),
+    )
+
+
+class FiLM(nn.Module):
+    """Per-channel scale and shift of a feature map from the parameter embedding."""
+
+    def __init__(self, dim: int, channels: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(dim, 2 * channels)
+        nn.init.zeros_(self.lin.weight)
+        nn.init.zeros_(self.lin.bias)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        gamma, beta = self.lin(emb).chunk(2, dim=1)
+        return x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+
+
+class UNet(nn.Module):
+    """A plain U-Net; `extra` constant planes (the parameters) join every encoder level, or FiLM
+    modulates every level when `film_dim` is given."""
+
+    def __init__(self, cin: int, cout: int, width: int, depth: int, extra: int = 0, film_dim: int = 0) -> None:
+        super().__init__()
+        self.extra, self.depth = extra, depth
+        widths = [width * 2**i for i in range(depth)]
+        self.enc = nn.ModuleList()
+        c = cin
+        for w in widths:
+            self.enc.append(conv_block(c + extra, w))
+            c = w
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(widths[i], widths[i - 1], 2, stride=2) for i in range(depth - 1, 0, -1)
+        )
+        self.dec = nn.ModuleList(conv_block(2 * widths[i - 1], widths[i - 1]) for i in range(depth - 1, 0, -1))
+        self.film_enc = nn.ModuleList(FiLM(film_dim, w) for w in widths) if film_dim else None
+        self.film_dec = (
+            nn.ModuleList(FiLM(film_dim, widths[i - 1]) for i in range(depth - 1, 0, -1)) if film_dim else None
+        )
+        self.out = nn.Conv2d(widths[0], cout, 1)
+
+    def forward(self, x: Tensor, planes: Tensor | None = None, emb: Tensor | None = None) -> Tensor:
+        skips = []
+        for i, enc in enumerate(self.enc):
+            if i:
+                x = nn.functional.avg_pool2d(x, 2)
+            if self.extra:
+                assert planes is not None
+                x = torch.cat([x, planes[:, :, None, None].expand(-1, -1, *x.shape[-2:])], 1)
+            x = enc(x)
+            if self.film_enc is not None:
+                assert emb is not None
+                x = self.film_enc[i](x, emb)
+            skips.append(x)
+        for j, (up, dec) in enumerate(zip(self.up, self.dec, strict=True)):
+            x = up(x)
+            x = dec(torch.cat([x, skips[-2 - j]], 1))
+            if self.film_dec is not None:
+                assert emb is not None
+                x = self.film_dec[j](x, emb)
+        return self.out(x)
+
+
+class UNetProxy(nn.Module):
+    """The paper's proxy: RAW by Bayer position (3 planes) + parameters as constant planes."""
+
+    def __init__(self, profile: Profile, config: ProxyConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.n_params = len(profile.space)
+        self.net = UNet(3, 3, config.width, config.depth, extra=self.n_params)
+
+    def forward(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> Tensor:
+        _check(mosaic, self.config.depth)
+        masks = blocks.site_masks(cfa, *mosaic.shape[-2:])
+        pack3 = torch.cat([masks[:, :1], masks[:, 1:2] + masks[:, 2:3], masks[:, 3:]], 1) * mosaic
+        return self.net(pack3, planes=u)
+
+
+class GreyboxProxy(nn.Module):
+    """Differentiable standard blocks with their parameters wired in, plus a FiLM residual U-Net."""
+
+    def __init__(self, profile: Profile, config: ProxyConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.values = ParamValues(profile)
+        self.use_wb, self.use_ccm, self.use_usm = self.values.has(WB), self.values.has(CCM), self.values.has(USM)
+        self.demosaic_method = profile.pipeline.demosaic
+        self.curve, self.gamma = profile.pipeline.tone, profile.pipeline.gamma
+        jpeg = profile.pipeline.jpeg_quality > 0
+        self.subsampling = profile.pipeline.jpeg_subsampling if jpeg else "4:4:4"
+        sigma_max = profile.space["usm-sigma"].max if self.use_usm else 1.0
+        self.usm_radius = max(1, int(4 * float(sigma_max or 1.0) + 0.5))
+        n = len(profile.space)
+        self.embed = nn.Sequential(
+            nn.Linear(n, config.film_dim), nn.SiLU(), nn.Linear(config.film_dim, config.film_dim)
+        )
+        # Input: the structural output (display), the linear image before tone, and the mosaic.
+        self.residual = UNet(7, 3, config.width, config.depth, film_dim=config.film_dim)
+        nn.init.normal_(self.residual.out.weight, std=1e-3)
+        nn.init.zeros_(self.residual.out.bias)
+
+    def structural(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """(display-encoded output of the declared blocks, linear RGB before tone)."""
+        v = self.values(u)
+        masks = blocks.site_masks(cfa, *mosaic.shape[-2:])
+        x = mosaic
+        if self.use_wb:
+            wb = self.values.pick(v, WB)
+            x = blocks.white_balance(x, masks, wb[:, :3], wb[:, 3])
+        rgb = blocks.demosaic(x, masks, self.demosaic_method)
+        if self.use_ccm:
+            rgb = blocks.color_matrix(rgb, self.values.pick(v, CCM).view(-1, 3, 3))
+        if self.use_usm:
+            usm = self.values.pick(v, USM)
+            rgb = blocks.unsharp_mask(rgb, usm[:, 0], usm[:, 1], self.usm_radius)
+        display = blocks.chroma_subsample(blocks.tone(rgb, self.curve, self.gamma), self.subsampling)
+        return display, rgb
+
+    def forward(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> Tensor:
+        _check(mosaic, self.config.depth)
+        display, linear = self.structural(mosaic, cfa, u)
+        emb = self.embed(u)
+        return display + self.residual(torch.cat([display, linear, mosaic], 1), emb=emb)
+
+
+def _check(mosaic: Tensor, depth: int) -> None:
+    h, w = mosaic.shape[-2:]
+    if h % 2 ** (depth - 1) or w % 2 ** (depth - 1):
+        raise ValueError(f"patch {h}x{w} must be divisible by {2 ** (depth - 1)} for depth {depth}")
+
+
+def build_proxy(profile: Profile, config: ProxyConfig) -> nn.Module:
+    if config.kind == "greybox":
+        return GreyboxProxy(profile, config)
+    if config.kind == "unet":
+        return UNetProxy(profile, config)
+    raise ValueError(f"unknown proxy kind {config.kind!r}; known: {', '.join(KINDS)}")

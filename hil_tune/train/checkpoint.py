@@ -1,0 +1,55 @@
+"""Checkpoints anyone can load safely: tensors only (`torch.load(weights_only=True)`), plus a JSON
+sidecar that says what the weights mean (profile and its hash, parameter encoding, model kind and
+configuration, dataset id, metrics). Loading against a different profile is refused, because the
+encoded parameter vector would silently mean something else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hil_tune.errors import HilTuneError
+from hil_tune.profiles import Profile
+
+
+class CheckpointError(HilTuneError):
+    """A run folder or checkpoint is missing, unreadable, or made for another profile."""
+
+
+def encoding_of(profile: Profile) -> list[dict[str, Any]]:
+    return [spec.describe() for spec in profile.space]
+
+
+def save(path: Path, state: dict[str, Any], sidecar: dict[str, Any]) -> None:
+    """Write weights and sidecar atomically (temp + rename), sidecar last: a reader that finds the
+    sidecar finds complete weights."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    side = path.with_suffix(".json")
+    tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    tmp_side.write_text(json.dumps(sidecar, indent=2, default=str))
+    os.replace(tmp_side, side)
+
+
+def load(path: Path, profile: Profile | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    side = path.with_suffix(".json")
+    if not path.is_file() or not side.is_file():
+        raise CheckpointError(f"{path}: no checkpoint (weights and {side.name} sidecar) there")
+    try:
+        sidecar = json.loads(side.read_text())
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({err})") from None
+    if profile is not None and sidecar.get("profile_sha256") != profile.sha256:
+        raise CheckpointError(
+            f"{path}: made for profile {sidecar.get('profile')!r} ({str(sidecar.get('profile_sha256'))[:12]}), "
+            f"not {profile.name!r} ({profile.sha256[:12]}): its parameter encoding would not match"
+        )
+    return state, sidecar

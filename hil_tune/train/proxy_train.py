@@ -1,0 +1,224 @@
+"""Proxy training: L2 to the ISP's output, the paper's optimiser by default, resumable, DDP-ready.
+
+Split: samples of held-out *sources* (images never seen) and held-out *parameter sets* (a share of
+the remaining samples: seen images, unseen settings) are both kept out of training and reported
+separately. Runs under `torchrun --nproc-per-node N` with DistributedDataParallel when WORLD_SIZE
+is set (gloo on CPU, nccl on CUDA); rank 0 writes the run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from hil_tune.models.proxy import ProxyConfig, build_proxy
+from hil_tune.profiles import Profile
+from hil_tune.train import checkpoint
+from hil_tune.train.curves import plot_curves
+from hil_tune.train.data import SweepDataset, split_by_source
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch: int = 8
+    optimizer: str = "rmsprop"  # the paper's; "adam" converges faster on small CPU budgets
+    lr: float = 1e-4
+    lr_step: int = 10  # epochs between decays
+    lr_gamma: float = 0.9
+    val_sources: float = 0.2  # share of sources held out
+    val_params: float = 0.1  # share of the other samples held out (unseen parameter sets)
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class Split:
+    train: list[int]
+    val_sources: list[int]
+    val_params: list[int]
+    held_out_sources: list[str]
+
+
+def dataset_id(root: Path) -> str:
+    return hashlib.sha256((root / "plan.json").read_bytes()).hexdigest()
+
+
+def make_split(ds: SweepDataset, cfg: TrainConfig) -> Split:
+    """Positions into `ds`. Held-out sources by a stable hash of their ids; held-out parameter sets
+    by a stable hash of the plan index, so a resumed or repeated run splits identically."""
+    rows = ds.reader.rows
+    sources = sorted({rows[i].source for i in ds.indices})
+    _, val_src = split_by_source(sources, cfg.val_sources, cfg.seed) if len(sources) > 1 else (set(sources), set())
+    train, v_src, v_par = [], [], []
+    for pos, index in enumerate(ds.indices):
+        if rows[index].source in val_src:
+            v_src.append(pos)
+        elif (zlib.crc32(f"{cfg.seed}:{index}".encode()) % 1000) / 1000 < cfg.val_params:
+            v_par.append(pos)
+        else:
+            train.append(pos)
+    if not train:
+        raise ValueError("no training samples left after the split; capture more samples or sources")
+    return Split(train, v_src, v_par, sorted(val_src))
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample PSNR in dB of images in [0, 1] (prediction clipped, as the device's output is)."""
+    mse = ((pred.clamp(0, 1) - target) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse.clamp(min=1e-10))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> float | None:
+    model.eval()
+    values = []
+    for batch in loader:
+        pred = model(batch["mosaic"].to(device), batch["cfa"].to(device), batch["encoded"].to(device))
+        values.append(psnr(pred, batch["output"].to(device)).cpu())
+    model.train()
+    return float(torch.cat(values).mean()) if values else None
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            "nccl" if torch.cuda.is_available() and os.environ.get("HIL_TUNE_DEVICE") == "cuda" else "gloo"
+        )
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def train_proxy(
+    dataset: Path,
+    out: Path,
+    profile: Profile,
+    model_cfg: ProxyConfig,
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_batch: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Train and return the final sidecar (metrics included)."""
+    rank, world = _distributed()
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    device = torch.device(cfg.device if cfg.device == "cpu" else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    ds = SweepDataset(dataset)
+    split = make_split(ds, cfg)
+    model = build_proxy(profile, model_cfg).to(device)
+    opt: torch.optim.Optimizer
+    if cfg.optimizer == "rmsprop":
+        opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr)
+    elif cfg.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r} (rmsprop, adam)")
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    ckpt_path = out / "checkpoint.pt"
+    sidecar_base = {
+        "profile": profile.name, "profile_sha256": profile.sha256, "profile_data": profile.model_dump(mode="json"),
+        "param_names": profile.space.names,
+        "encoding": checkpoint.encoding_of(profile), "model": model_cfg.as_dict(), "train": asdict(cfg),
+        "dataset": {"path": str(dataset), "id": dataset_id(dataset), "samples": len(ds)},
+        "split": {"train": len(split.train), "val_sources": len(split.val_sources),
+                  "val_params": len(split.val_params), "held_out_sources": split.held_out_sources},
+        "world_size": world,
+    }  # fmt: skip
+    if resume and ckpt_path.exists():
+        state, side = checkpoint.load(ckpt_path, profile)
+        if side["model"] != model_cfg.as_dict() or side["dataset"]["id"] != sidecar_base["dataset"]["id"]:
+            raise checkpoint.CheckpointError(f"{ckpt_path}: --resume with another model configuration or dataset")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        history = side.get("history", [])
+        start_epoch = int(state["epoch"]) + 1
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model)
+    train_set = Subset(ds, split.train)
+    sampler = (
+        torch.utils.data.DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loaders = {
+        name: DataLoader(Subset(ds, idx), batch_size=cfg.batch) for name, idx in
+        (("val_sources", split.val_sources), ("val_params", split.val_params))
+    }  # fmt: skip
+    loss_fn = nn.MSELoss()
+    for epoch in range(start_epoch, cfg.epochs):
+        gen.manual_seed(cfg.seed * 1000 + epoch)  # the epoch's order does not depend on a resume
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = DataLoader(train_set, batch_size=cfg.batch, shuffle=sampler is None, sampler=sampler, generator=gen)
+        t0, total, seen = time.perf_counter(), 0.0, 0
+        for step, batch in enumerate(loader):
+            pred = net(batch["mosaic"].to(device), batch["cfa"].to(device), batch["encoded"].to(device))
+            loss = loss_fn(pred, batch["output"].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"epoch {epoch}: the loss became {loss.item()}; lower --lr")
+            total += loss.item() * len(pred)
+            seen += len(pred)
+            if on_batch and rank == 0:
+                on_batch(step + 1, len(loader), loss.item())
+        sched.step()
+        seconds = time.perf_counter() - t0
+        if rank == 0:
+            record = {"epoch": epoch, "train_loss": total / max(seen, 1), "seconds": round(seconds, 3),
+                      "samples_per_s": round(seen * world / seconds, 3), "lr": opt.param_groups[0]["lr"]}  # fmt: skip
+            for name, vl in loaders.items():
+                record[f"{name}_psnr"] = evaluate(model, vl, device)
+            history.append(record)
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "epoch": epoch, "rng": torch.get_rng_state()}  # fmt: skip
+            checkpoint.save(ckpt_path, state, {**sidecar_base, "epoch": epoch, "history": history, "metrics": record})
+            plot_curves(history, out / "curves.png", f"{model_cfg.kind} proxy on {dataset.name}")
+            if on_epoch:
+                on_epoch(record)
+        if world > 1:
+            dist.barrier()
+    final = {**sidecar_base, "epoch": cfg.epochs - 1, "history": history, "metrics": history[-1] if history else {}}
+    if rank == 0:
+        checkpoint.save(out / "model.pt", {"model": model.state_dict()}, final)
+        (out / "metrics.json").write_text(json.dumps(final["metrics"], indent=2))
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return final
+
+
+def load_proxy(run_dir: Path, profile: Profile | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained proxy of a run folder (eval mode) and its sidecar."""
+    from hil_tune.capture.plan import Plan  # noqa: F401 - documents where profiles of runs come from
+
+    state, side = checkpoint.load(run_dir / "model.pt", profile)
+    prof = profile
+    if prof is None:
+        prof = Profile.model_validate(
+            json.loads(Path(side["dataset"]["path"], "plan.json").read_text())["profile_data"]
+        )
+    model = build_proxy(prof, ProxyConfig(**side["model"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, side
