@@ -23,7 +23,7 @@ from hil_tune.drivers.base import scale_from_device, scale_to_device
 from hil_tune.drivers.errors import ProtocolError
 from hil_tune.drivers.registers import register_map
 from hil_tune.drivers.scene import sensor_frame
-from hil_tune.isp.pipeline import SyntheticISP
+from hil_tune.isp.foreign import isp_for
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile, load_profile
 from hil_tune.raw import RawFrame
@@ -45,6 +45,7 @@ class BoardFirmware:
         sensor_size: int = 64,
         seed: int = 0,
         power_on: Mapping[str, object] | None = None,
+        firmware: str = "synthetic",
     ) -> None:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         self.regs = register_map(self.profile)
@@ -53,7 +54,8 @@ class BoardFirmware:
         self.settle_frames = self.profile.device.settle_frames if settle_frames is None else settle_frames
         self.frame_tags = frame_tags
         self.sensor, self.sensor_size, self.seed = sensor, sensor_size, seed
-        self.isp = SyntheticISP(self.profile)
+        self.isp = isp_for(firmware, self.profile)
+        self.variant = firmware
         self._lock = threading.Lock()
         # Power-on register values: the profile's defaults, or a board configuration's own.
         defaults, _ = self.profile.space.validate(power_on or {})
@@ -119,7 +121,7 @@ class BoardFirmware:
             "vendor": "hil-tune",
             "model": "emulated ISP board",
             "serial_number": self.serial_number,
-            "firmware": FIRMWARE_VERSION,
+            "firmware": f"{FIRMWARE_VERSION}-{self.variant}",
             "protocol": p.VERSION,
             "profile": self.profile.name,
             "vendor_id": self.profile.device.vendor_id,

@@ -18,6 +18,7 @@ import numpy as np
 
 from hil_tune.drivers.base import DEFAULT_TIMEOUT_S, Deadline, DeviceInfo, Driver, Grab
 from hil_tune.drivers.scene import sensor_frame
+from hil_tune.isp.foreign import FIRMWARES, isp_for
 from hil_tune.isp.pipeline import SyntheticISP
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
@@ -43,6 +44,7 @@ class SimDriver(Driver):
         seed: int = 0,
         device: str | None = None,
         power_on: Mapping[str, object] | None = None,
+        firmware: str = "synthetic",
     ) -> None:
         super().__init__(profile, timeout=timeout)
         if latency_s < 0 or settle_frames < 0:
@@ -51,6 +53,9 @@ class SimDriver(Driver):
         self.latency_s, self.settle_frames, self.frame_tags = latency_s, settle_frames, frame_tags
         self.serial_number = device or "sim-0"
         self._power_on, _ = self.space.validate(power_on or {})
+        if firmware not in FIRMWARES:
+            raise ValueError(f"unknown firmware {firmware!r}; known: {', '.join(FIRMWARES)}")
+        self.firmware = firmware
         self._isp: SyntheticISP | None = None
         self._scene: RawFrame | None = None
 
@@ -59,7 +64,7 @@ class SimDriver(Driver):
         return [{"selector": "sim-0", "model": "synthetic ISP", "serial_number": "sim-0"}]
 
     def _connect(self, deadline: Deadline) -> None:
-        self._isp = SyntheticISP(self.profile)
+        self._isp = isp_for(self.firmware, self.profile)
         self._registers: ParamDict = dict(self._power_on)
         self._active: ParamDict = dict(self._registers)
         self._active_tag = 0
@@ -77,7 +82,7 @@ class SimDriver(Driver):
             vendor="hil-tune",
             model="synthetic ISP",
             serial_number=self.serial_number,
-            firmware=FIRMWARE,
+            firmware=f"{FIRMWARE}-{self.firmware}",
             raw_injection=True,
             live_sensor=True,
             frame_tags=self.frame_tags,

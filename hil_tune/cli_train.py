@@ -82,3 +82,37 @@ def train_proxy_cmd(
     if rank == 0:
         out.print(f"wrote {out_dir / 'model.pt'} (+ .json sidecar), curves {out_dir / 'curves.png'}")
         out.print_json(data=final["metrics"])
+
+
+@eval_app.command("proxy")
+def eval_proxy_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Proxy run folder (hil-tune train proxy --out).")],
+    dataset: Annotated[Path, typer.Argument(help="Dataset (its held-out split is used).")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default RUN_DIR/report).")] = None,
+    driver: Annotated[str | None, typer.Option(help="Device to compare with (default: sim, same firmware).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Driver option KEY=VALUE.")] = None,
+    points: Annotated[int, typer.Option(help="Values per parameter in the sensitivity curves.")] = 5,
+    rank_sets: Annotated[int, typer.Option("--rank-sets", help="Parameter sets per image for Spearman.")] = 12,
+) -> None:
+    """Fidelity report of a proxy against the device: PSNR/SSIM, sensitivity, Spearman, figures."""
+    from hil_tune.cli_devices import open_options
+    from hil_tune.train.proxy_eval import evaluate_proxy
+
+    options: dict = {}
+    if driver is not None:
+        _, options = open_options(driver, None, option or [], 10.0)
+    target = out_dir or run_dir / "report"
+    with err.status("measuring the proxy against the device"):
+        report = evaluate_proxy(run_dir, dataset, target, driver=driver, driver_options=options,
+                                sensitivity_points=points, rank_sets=rank_sets)  # fmt: skip
+    for name, f in report["fidelity"].items():
+        p, s = f["psnr"], f["ssim"]
+        if p["n"]:
+            out.print(f"{name}: PSNR mean {p['mean']:.2f} / median {p['median']:.2f} / worst 5% {p['worst5']:.2f} dB, "
+                      f"SSIM mean {s['mean']:.3f} ({p['n']} samples)")  # fmt: skip
+    rank = report["rank_agreement"]
+    if rank["spearman_mean"] is not None:
+        out.print(f"Spearman (proxy loss vs device loss): {rank['spearman_mean']:.3f} over {rank['images']} images")
+    weakest = sorted(report["sensitivity"].items(), key=lambda kv: min(kv[1]["psnr"]))[:3]
+    out.print("parameters the proxy follows least: " + ", ".join(f"{k} ({min(v['psnr']):.1f} dB)" for k, v in weakest))
+    out.print(f"wrote {target / 'report.json'}, {target / 'sensitivity.png'}, {target / 'side_by_side.png'}")

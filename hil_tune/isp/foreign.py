@@ -1,0 +1,74 @@
+"""`foreign` firmware: an ISP with the same 20 knobs built differently, standing in for an unknown
+hardware ISP when measuring how well a proxy follows a device whose structure it does not know.
+
+Differences from the synthetic ISP, block by block:
+- noise reduction: OpenCV's bilateral filter on each Bayer plane (not BM3D);
+- demosaic: OpenCV's edge-aware demosaicing (not Malvar);
+- colour order: the 3x3 matrix acts on camera RGB first, white-balance gains after it;
+- sharpening: unsharp mask of luminance only;
+- tone: a filmic curve (Narkowicz's ACES fit) then display gamma 1/2.2 (not sRGB);
+- compression: the same JPEG settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import cv2
+import numpy as np
+
+from hil_tune.isp.ccm import ccm_from_params
+from hil_tune.isp.jpeg import jpeg_roundtrip
+from hil_tune.isp.pipeline import SyntheticISP
+from hil_tune.raw import RawFrame, pack4, unpack4
+
+_OPENCV_BAYER = {"RGGB": cv2.COLOR_BayerBG2RGB_EA, "BGGR": cv2.COLOR_BayerRG2RGB_EA,
+                 "GRBG": cv2.COLOR_BayerGB2RGB_EA, "GBRG": cv2.COLOR_BayerGR2RGB_EA}  # fmt: skip
+
+
+def filmic(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, None)
+    y = (x * (2.51 * x + 0.03)) / (x * (2.43 * x + 0.59) + 0.14)
+    return np.clip(y, 0.0, 1.0) ** (1 / 2.2)
+
+
+class ForeignISP(SyntheticISP):
+    """Same profile and parameters as the synthetic ISP, different blocks (see the module doc)."""
+
+    def run(self, mosaic: np.ndarray, cfa: str, params: Mapping[str, object] | None = None) -> np.ndarray:
+        p, _ = self.resolve(params)
+        s = self.settings
+        m = np.ascontiguousarray(mosaic, dtype=np.float32)
+        strength = float(p["filter-strength"])
+        if strength > 0:
+            sigma = float(np.sqrt(float(p["noise-var"]) * s.noise_var_scale))
+            planes = pack4(m, cfa)
+            out = np.stack(
+                [cv2.bilateralFilter(np.ascontiguousarray(planes[..., c]), 5, 3 * strength * sigma, 1 + strength)
+                 for c in range(4)], axis=-1,
+            )  # fmt: skip
+            m = unpack4(out, cfa)
+        codes = np.clip(m * 65535 + 0.5, 0, 65535).astype(np.uint16)
+        rgb = cv2.demosaicing(codes, _OPENCV_BAYER[cfa]).astype(np.float32) / 65535  # (H, W, 3)
+        rgb = np.clip(rgb @ ccm_from_params(p).T, 0, 1)  # camera-space matrix first
+        gains = np.array([p["gain-r"], p["gain-g"], p["gain-b"]], dtype=np.float32) * float(p["digital-gain"])
+        rgb = np.clip(rgb * gains, 0, 1)
+        luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        sigma_usm = float(p["usm-sigma"])
+        radius = max(1, int(4.0 * sigma_usm + 0.5))
+        blur = cv2.GaussianBlur(luma, (2 * radius + 1,) * 2, sigma_usm, borderType=cv2.BORDER_REFLECT)
+        rgb = np.clip(rgb + float(p["usm-amount"]) * (luma - blur)[..., None], 0, 1)
+        toned = (filmic(rgb) * 255 + 0.5).astype(np.uint8)
+        return jpeg_roundtrip(toned, quality=s.jpeg_quality, subsampling=s.jpeg_subsampling)
+
+    def run_frame(self, frame: RawFrame, params: Mapping[str, object] | None = None) -> np.ndarray:
+        return self.run(frame.normalized(), frame.cfa, params)
+
+
+FIRMWARES = {"synthetic": SyntheticISP, "foreign": ForeignISP}
+
+
+def isp_for(firmware: str, profile: object) -> SyntheticISP:
+    if firmware not in FIRMWARES:
+        raise ValueError(f"unknown firmware {firmware!r}; known: {', '.join(FIRMWARES)}")
+    return FIRMWARES[firmware](profile)  # type: ignore[arg-type]
