@@ -1,0 +1,145 @@
+"""Proxy models and training: the grey-box blocks match the ISP, gradients reach every parameter,
+training is deterministic and resumable, checkpoints refuse another profile, DDP runs on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from capture_helpers import fast_profile
+
+from hil_tune.capture.dataset import DatasetFolder
+from hil_tune.capture.loop import CaptureSettings, run_capture
+from hil_tune.capture.plan import build_plan
+from hil_tune.capture.sources import resolve_sources
+from hil_tune.inputs import bundled_frame
+from hil_tune.isp import SyntheticISP
+from hil_tune.isp.foreign import ForeignISP
+from hil_tune.models.isp_blocks import CFAS
+from hil_tune.models.proxy import GreyboxProxy, ProxyConfig, build_proxy
+from hil_tune.profiles import load_profile
+from hil_tune.train import checkpoint
+from hil_tune.train.proxy_train import TrainConfig, load_proxy, train_proxy
+
+SOURCES = ["bundled:coffee", "bundled:chelsea", "bundled:rocket", "bundled:astronaut", "bundled:immunohistochemistry"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("proxy")
+    prof = load_profile(fast_profile(tmp))
+    plan = build_plan(prof, resolve_sources(SOURCES), samples_per_source=6, patch=32, region="fast")
+    folder = DatasetFolder(tmp / "ds")
+    folder.create(plan)
+    run_capture(folder.root, CaptureSettings("sim", {"sensor_size": 32}))
+    return folder.root, prof
+
+
+@pytest.mark.parametrize("offset", [(0, 0), (0, 1), (1, 1)], ids=["RGGB", "GRBG", "BGGR"])
+def test_greybox_structure_matches_the_isp_blocks(synthetic, offset):
+    isp = SyntheticISP(synthetic)
+    frame = bundled_frame("coffee").crop(100 + offset[0], 80 + offset[1], 48, 64)
+    params = synthetic.space.sample_params(1, seed=4, region=synthetic.get_region("plausible"))[0]
+    params["filter-strength"] = 0.0
+    stages = isp.stages(frame.normalized(), frame.cfa, params)
+    model = GreyboxProxy(synthetic, ProxyConfig())
+    u = torch.tensor(synthetic.space.encode(params), dtype=torch.float32)[None]
+    display, linear = model.structural(torch.from_numpy(frame.normalized())[None, None], torch.tensor([CFAS.index(frame.cfa)]), u)
+    assert np.abs(linear[0].numpy() - stages.sharpened).max() < 1e-5
+    err = display[0].permute(1, 2, 0).numpy() - stages.output / 255
+    assert 10 * np.log10(1 / np.mean(err**2)) > 30  # what is left is JPEG's DCT noise
+
+
+@pytest.mark.parametrize("kind", ["greybox", "unet"])
+def test_output_is_differentiable_in_every_parameter(synthetic, kind):
+    torch.manual_seed(0)
+    model = build_proxy(synthetic, ProxyConfig(kind=kind, width=8, depth=2))
+    frame = bundled_frame("chelsea").center_crop(32, 32)
+    mosaic = torch.from_numpy(frame.normalized())[None, None].repeat(2, 1, 1, 1)
+    u = torch.tensor(synthetic.space.sample_lhc(2, seed=1, region=synthetic.get_region("plausible")),
+                     dtype=torch.float32, requires_grad=True)  # fmt: skip
+    out = model(mosaic, torch.tensor([CFAS.index(frame.cfa)] * 2), u)
+    out.mean().backward()
+    grad = u.grad.abs().sum(0)
+    assert torch.isfinite(u.grad).all()
+    assert (grad > 0).all(), f"no gradient for {[n for n, g in zip(synthetic.space.names, grad) if g == 0]}"
+
+
+def test_training_is_deterministic_resumable_and_learns(sweep, tmp_path):
+    root, prof = sweep
+    cfg = TrainConfig(epochs=3, batch=4, optimizer="adam", lr=1e-3)
+    model_cfg = ProxyConfig(width=8, depth=2)
+    full = train_proxy(root, tmp_path / "a", prof, model_cfg, cfg)
+    again = train_proxy(root, tmp_path / "b", prof, model_cfg, cfg)
+    assert [h["train_loss"] for h in full["history"]] == [h["train_loss"] for h in again["history"]]
+    part = train_proxy(root, tmp_path / "c", prof, model_cfg, TrainConfig(**{**cfg.__dict__, "epochs": 2}))
+    assert len(part["history"]) == 2
+    resumed = train_proxy(root, tmp_path / "c", prof, model_cfg, cfg, resume=True)
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
+    a, _ = load_proxy(tmp_path / "a")
+    c, _ = load_proxy(tmp_path / "c")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values(), strict=True))
+    side = json.loads((tmp_path / "a" / "model.json").read_text())
+    assert side["split"]["val_sources"] > 0 and side["split"]["val_params"] > 0
+    assert side["metrics"]["val_sources_psnr"] > 25  # the structure alone is already close
+    assert (tmp_path / "a" / "curves.png").stat().st_size > 10_000
+    torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)  # loads without pickle
+
+
+def test_a_checkpoint_refuses_another_profile(sweep, tmp_path):
+    root, prof = sweep
+    train_proxy(root, tmp_path / "r", prof, ProxyConfig(width=8, depth=2), TrainConfig(epochs=1, batch=8))
+    with pytest.raises(checkpoint.CheckpointError, match="made for profile 'synthetic-fast'"):
+        load_proxy(tmp_path / "r", load_profile("synthetic"))
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
+        load_proxy(tmp_path / "nothing")
+
+
+def test_ddp_with_torchrun_on_two_cpu_processes(sweep, tmp_path):
+    root, _ = sweep
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+         "-m", "hil_tune.cli", "train", "proxy", str(root), "--out", str(tmp_path / "ddp"), "--epochs", "2",
+         "--width", "8", "--depth", "2", "--batch", "4"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    side = json.loads((tmp_path / "ddp" / "model.json").read_text())
+    assert side["world_size"] == 2 and len(side["history"]) == 2
+    assert np.isfinite(side["metrics"]["train_loss"])
+
+
+def test_cli_train_and_eval_proxy(sweep, tmp_path):
+    root, _ = sweep
+    run = tmp_path / "run"
+    cli = [sys.executable, "-m", "hil_tune.cli"]
+    res = subprocess.run([*cli, "train", "proxy", str(root), "--out", str(run), "--epochs", "1", "--width", "8",
+                          "--depth", "2"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    again = subprocess.run([*cli, "train", "proxy", str(root), "--out", str(run)], capture_output=True, text=True)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    res = subprocess.run([*cli, "eval", "proxy", str(run), str(root), "--points", "3", "--rank-sets", "4"],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    report = json.loads((run / "report" / "report.json").read_text())
+    assert report["fidelity"]["unseen_images"]["psnr"]["n"] > 0
+    assert -1 <= report["rank_agreement"]["spearman_mean"] <= 1
+    assert set(report["sensitivity"]) >= {"gain-r", "ccm01", "usm-sigma"}
+    for png in ("sensitivity.png", "side_by_side.png"):
+        assert (run / "report" / png).stat().st_size > 10_000
+
+
+def test_foreign_firmware_is_a_different_isp_on_the_same_knobs(synthetic):
+    frame = bundled_frame("rocket").center_crop(64, 64)
+    params = {"gain-r": 1.6, "ccm01": -0.3, "filter-strength": 0.8}
+    a = SyntheticISP(synthetic).run_frame(frame, params)
+    b = ForeignISP(synthetic).run_frame(frame, params)
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() > 5
+    brighter = ForeignISP(synthetic).run_frame(frame, {**params, "digital-gain": 1.5})
+    assert brighter.mean() > b.mean()  # the knobs still do what they say
