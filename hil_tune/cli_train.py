@@ -20,6 +20,7 @@ eval_app = typer.Typer(no_args_is_help=True, help="Measure trained models agains
 def register(app: typer.Typer) -> None:
     app.add_typer(train_app, name="train")
     app.add_typer(eval_app, name="eval")
+    app.command("predict")(predict_cmd)
 
 
 @train_app.command("proxy")
@@ -116,3 +117,84 @@ def eval_proxy_cmd(
     weakest = sorted(report["sensitivity"].items(), key=lambda kv: min(kv[1]["psnr"]))[:3]
     out.print("parameters the proxy follows least: " + ", ".join(f"{k} ({min(v['psnr']):.1f} dB)" for k, v in weakest))
     out.print(f"wrote {target / 'report.json'}, {target / 'sensitivity.png'}, {target / 'side_by_side.png'}")
+
+
+@train_app.command("predictor")
+def train_predictor_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Sweep dataset (the RAW patches and references).")],
+    proxy: Annotated[Path, typer.Option("--proxy", help="Proxy run folder (frozen during training).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Run folder.")],
+    task: Annotated[
+        str, typer.Option(help="reference, or package.module:factory for a downstream network.")
+    ] = "reference",
+    epochs: Annotated[int, typer.Option()] = 30,
+    batch: Annotated[int, typer.Option()] = 8,
+    lr: Annotated[float, typer.Option()] = 1e-3,
+    dim: Annotated[int, typer.Option(help="Token width.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option("--resume")] = False,
+) -> None:
+    """Train the attention-aware predictor through the frozen proxy for a task."""
+    from hil_tune.models.predictor import PredictorConfig
+    from hil_tune.train.predictor_train import PredictorTrainConfig, train_predictor
+    from hil_tune.ui import progress
+
+    if (out_dir / "checkpoint.pt").exists() and not resume:
+        raise InputError(f"{out_dir} already holds a run: add --resume to continue it, or choose a new folder")
+    cfg = PredictorTrainConfig(epochs=epochs, batch=batch, lr=lr, seed=seed, device=device)
+    with progress(TextColumn("{task.fields[info]}"), console=err) as bar:
+        t = bar.add_task("predictor", total=None, info="")
+
+        def on_batch(step: int, steps: int, loss: float) -> None:
+            bar.update(t, completed=step, total=steps, info=f"loss {loss:.3f}")
+
+        def on_epoch(record: dict) -> None:
+            held = record.get("held_out_loss")
+            bar.console.print(f"epoch {record['epoch'] + 1}/{epochs}: train loss {record['train_loss']:.4f}"
+                              + (f", held-out images {held:.4f}" if held is not None else ""))  # fmt: skip
+
+        final = train_predictor(dataset, proxy, task, out_dir, PredictorConfig(dim=dim), cfg, resume=resume,
+                                on_epoch=on_epoch, on_batch=on_batch)  # fmt: skip
+    out.print(f"wrote {out_dir / 'model.pt'} (+ .json sidecar), curves {out_dir / 'curves.png'}")
+    out.print_json(data=final["metrics"])
+
+
+@eval_app.command("predictor")
+def eval_predictor_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Predictor run folder.")],
+    images: Annotated[list[str], typer.Option("--images", help="Held-out images (files, bundled:NAME).")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default RUN_DIR/report).")] = None,
+    size: Annotated[int, typer.Option(help="Centre crop of each image.")] = 128,
+    expert_budget: Annotated[int, typer.Option("--expert-budget", help="ISP evaluations for the expert.")] = 48,
+    oracle_budget: Annotated[int, typer.Option("--oracle-budget", help="ISP evaluations per image.")] = 24,
+    workers: Annotated[int, typer.Option(help="Processes rendering on the ISP.")] = 2,
+) -> None:
+    """Default / expert / predicted / oracle parameters, all measured on the real ISP."""
+    from hil_tune.train.predictor_eval import evaluate_predictor, markdown
+
+    target = out_dir or run_dir / "report"
+    with err.status("optimising the expert and oracle settings on the real ISP (CMA-ES)"):
+        report = evaluate_predictor(run_dir, images, target, size=size, expert_budget=expert_budget,
+                                    oracle_budget=oracle_budget, workers=workers)  # fmt: skip
+    out.print(markdown(report))
+    out.print(f"wrote {target / 'report.md'}, {target / 'report.json'}, {target / 'grid.png'}")
+
+
+def predict_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Predictor run folder.")],
+    input_path: Annotated[str, typer.Argument(metavar="INPUT", help="RAW file, sRGB image or bundled:NAME.")],
+    out_png: Annotated[Path, typer.Option("--out", help="Output PNG rendered by the real ISP.")],
+    params_out: Annotated[Path | None, typer.Option("--params-out", help="Write the parameters as JSON.")] = None,
+    size: Annotated[int, typer.Option(help="Centre crop (0: whole frame).")] = 0,
+) -> None:
+    """Predict parameters for INPUT, snap them to the grid, render on the real ISP."""
+    import json
+
+    from hil_tune.train.predictor_eval import render_prediction
+
+    params = render_prediction(run_dir, input_path, out_png, size or None)
+    if params_out is not None:
+        params_out.write_text(json.dumps(params, indent=2))
+    out.print_json(data=params)
+    out.print(f"wrote {out_png}")

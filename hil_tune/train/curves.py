@@ -14,7 +14,10 @@ import matplotlib.pyplot as plt  # after choosing the file-only backend
 def plot_curves(history: list[dict[str, Any]], out: Path, title: str) -> Path:
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train loss")
+    for key in [k for k in history[0] if k.endswith("_loss")] if history else []:
+        values = [h.get(key) for h in history]
+        if any(v is not None for v in values):
+            ax_loss.plot(epochs, values, label=key.removesuffix("_loss").replace("_", " ") + " loss")
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_title("loss")
@@ -23,10 +26,13 @@ def plot_curves(history: list[dict[str, Any]], out: Path, title: str) -> Path:
         values = [h.get(key) for h in history]
         if any(v is not None for v in values):
             ax_psnr.plot(epochs, values, label=label)
-    ax_psnr.set_xlabel("epoch")
-    ax_psnr.set_ylabel("PSNR vs ISP (dB)")
-    ax_psnr.set_title("held-out fidelity")
-    ax_psnr.legend()
+    if ax_psnr.lines:
+        ax_psnr.set_xlabel("epoch")
+        ax_psnr.set_ylabel("PSNR vs ISP (dB)")
+        ax_psnr.set_title("held-out fidelity")
+        ax_psnr.legend()
+    else:
+        ax_psnr.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,168 @@
+"""Predictor training: through the frozen proxy, only the predictor learns the task.
+
+Inputs are the distinct RAW patches of the dataset's training sources (a sweep holds each patch
+under many parameter sets; the predictor needs each image once). The sources the proxy held out
+stay out here too, so evaluation images are unseen by both networks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from hil_tune.models.predictor import AttentionPredictor, PredictorConfig
+from hil_tune.profiles import Profile
+from hil_tune.train import checkpoint
+from hil_tune.train.curves import plot_curves
+from hil_tune.train.data import SweepDataset
+from hil_tune.train.proxy_train import dataset_id, load_proxy
+from hil_tune.train.tasks import load_task
+
+
+@dataclass
+class PredictorTrainConfig:
+    epochs: int = 30
+    batch: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+
+
+def region_bounds(ds: SweepDataset, profile: Profile) -> tuple[list[float], list[float]]:
+    plan = ds.reader.plan
+    if plan.region.name == "around" or not plan.region.lower:
+        region = profile.space.full_region()
+    else:
+        region = profile.get_region(plan.region.name) if plan.region.name in profile.regions() else None
+        region = region or profile.space.full_region()
+    return list(region.lower), list(region.upper)
+
+
+def distinct_patches(ds: SweepDataset, exclude_sources: set[str]) -> tuple[list[int], list[int]]:
+    """(train positions, held-out positions): one per distinct (source, patch)."""
+    seen: set[tuple[str, Any]] = set()
+    train, held = [], []
+    for pos, index in enumerate(ds.indices):
+        row = ds.reader.rows[index]
+        key = (row.source, row.patch)
+        if key in seen:
+            continue
+        seen.add(key)
+        (held if row.source in exclude_sources else train).append(pos)
+    return train, held
+
+
+def build_predictor(
+    profile: Profile, lower: list[float], upper: list[float], config: PredictorConfig
+) -> AttentionPredictor:
+    return AttentionPredictor(len(profile.space), lower, upper, config)
+
+
+def train_predictor(
+    dataset: Path,
+    proxy_run: Path,
+    task_spec: str,
+    out: Path,
+    config: PredictorConfig,
+    cfg: PredictorTrainConfig,
+    *,
+    resume: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_batch: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    proxy, proxy_side = load_proxy(proxy_run)
+    profile = Profile.model_validate(proxy_side["profile_data"])
+    proxy = proxy.to(device)
+    for p in proxy.parameters():
+        p.requires_grad_(False)
+    task = load_task(task_spec, profile, device)
+    ds = SweepDataset(dataset)
+    if ds.reader.plan.profile_sha256 != profile.sha256:
+        raise checkpoint.CheckpointError(f"{dataset}: captured with another profile than the proxy's")
+    held_sources = set(proxy_side["split"]["held_out_sources"])
+    train_pos, held_pos = distinct_patches(ds, held_sources)
+    lower, upper = region_bounds(ds, profile)
+    model = build_predictor(profile, lower, upper, config).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ckpt = out / "checkpoint.pt"
+    base = {
+        "kind": "predictor", "profile": profile.name, "profile_sha256": profile.sha256,
+        "profile_data": profile.model_dump(mode="json"), "encoding": checkpoint.encoding_of(profile),
+        "model": config.as_dict(), "train": asdict(cfg), "task": task_spec, "region": {"lower": lower, "upper": upper},
+        "proxy": {"run": str(proxy_run), "model": proxy_side["model"], "metrics": proxy_side.get("metrics", {})},
+        "dataset": {"path": str(dataset), "id": dataset_id(dataset), "train_patches": len(train_pos),
+                    "held_out_patches": len(held_pos), "held_out_sources": sorted(held_sources),
+                    "train_sources": sorted({ds.reader.rows[ds.indices[p]].source for p in train_pos})},
+    }  # fmt: skip
+    history: list[dict[str, Any]] = []
+    start = 0
+    if resume and ckpt.exists():
+        state, side = checkpoint.load(ckpt, profile)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        history, start = side.get("history", []), int(state["epoch"]) + 1
+    train_set = Subset(ds, train_pos)
+    held_loader = DataLoader(Subset(ds, held_pos), batch_size=cfg.batch)
+    gen = torch.Generator()
+    for epoch in range(start, cfg.epochs):
+        gen.manual_seed(cfg.seed * 1000 + epoch)
+        loader = DataLoader(train_set, batch_size=cfg.batch, shuffle=True, generator=gen)
+        t0, total, seen = time.perf_counter(), 0.0, 0
+        model.train()
+        for step, batch in enumerate(loader):
+            u = model(batch["raw"].to(device))
+            output = proxy(batch["mosaic"].to(device), batch["cfa"].to(device), u)
+            loss = task.loss(output, batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"epoch {epoch}: the loss became {loss.item()}; lower --lr")
+            total += loss.item() * len(u)
+            seen += len(u)
+            if on_batch:
+                on_batch(step + 1, len(loader), loss.item())
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(seen, 1),
+                                  "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
+        model.eval()
+        with torch.no_grad():
+            losses = []
+            for b in held_loader:
+                u = model(b["raw"].to(device))
+                losses.append(task.loss(proxy(b["mosaic"].to(device), b["cfa"].to(device), u), b).item())
+        record["held_out_loss"] = sum(losses) / len(losses) if losses else None
+        history.append(record)
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "epoch": epoch,
+            "rng": torch.get_rng_state(),
+        }
+        checkpoint.save(ckpt, state, {**base, "epoch": epoch, "history": history, "metrics": record})
+        plot_curves(history, out / "curves.png", f"predictor ({task_spec}) on {dataset.name}")
+        if on_epoch:
+            on_epoch(record)
+    final = {**base, "epoch": cfg.epochs - 1, "history": history, "metrics": history[-1] if history else {}}
+    checkpoint.save(out / "model.pt", {"model": model.state_dict()}, final)
+    return final
+
+
+def load_predictor(run_dir: Path) -> tuple[AttentionPredictor, dict[str, Any], Profile]:
+    state, side = checkpoint.load(run_dir / "model.pt")
+    if side.get("kind") != "predictor":
+        raise checkpoint.CheckpointError(f"{run_dir}: not a predictor run")
+    profile = Profile.model_validate(side["profile_data"])
+    model = build_predictor(profile, side["region"]["lower"], side["region"]["upper"], PredictorConfig(**side["model"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, side, profile

@@ -1,0 +1,136 @@
+"""The attention-aware predictor: its shape and bounds, training through a frozen proxy for the
+reference task and for a plug-in downstream network, prediction and evaluation on the real ISP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from capture_helpers import fast_profile
+
+from hil_tune.capture.dataset import DatasetFolder
+from hil_tune.capture.loop import CaptureSettings, run_capture
+from hil_tune.capture.plan import build_plan
+from hil_tune.capture.sources import resolve_sources
+from hil_tune.errors import InputError
+from hil_tune.models.predictor import AttentionPredictor, PredictorConfig
+from hil_tune.models.proxy import ProxyConfig
+from hil_tune.profiles import load_profile
+from hil_tune.train.data import SweepDataset
+from hil_tune.train.predictor_eval import evaluate_predictor
+from hil_tune.train.predictor_train import PredictorTrainConfig, load_predictor, train_predictor
+from hil_tune.train.proxy_train import TrainConfig, load_proxy, train_proxy
+
+SOURCES = ["bundled:coffee", "bundled:chelsea", "bundled:rocket", "bundled:astronaut", "bundled:immunohistochemistry"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pred")
+    prof = load_profile(fast_profile(tmp))
+    plan = build_plan(prof, resolve_sources(SOURCES), samples_per_source=6, patch=32, region="fast")
+    folder = DatasetFolder(tmp / "ds")
+    folder.create(plan)
+    run_capture(folder.root, CaptureSettings("sim", {"sensor_size": 32}))
+    train_proxy(folder.root, tmp / "proxy", prof, ProxyConfig(width=8, depth=2),
+                TrainConfig(epochs=2, batch=8, optimizer="adam", lr=1e-3))  # fmt: skip
+    return tmp, folder.root, prof
+
+
+def test_predictions_stay_inside_the_region_and_every_token_attends():
+    lower, upper = [0.2] * 20, [0.6] * 20
+    model = AttentionPredictor(20, lower, upper, PredictorConfig(dim=32, heads=2, self_layers=1))
+    u = model(torch.rand(3, 4, 40, 56) * 4)  # any size, even overexposed input
+    assert u.shape == (3, 20) and (u >= 0.2).all() and (u <= 0.6).all()
+    att = model.last_attention
+    assert att.shape == (3, 20, 8 * 8 + 1) and torch.allclose(att.sum(-1), torch.ones(3, 20))
+
+
+def test_training_through_the_frozen_proxy_for_the_reference_task(trained):
+    tmp, data, prof = trained
+    proxy_before = {k: v.clone() for k, v in load_proxy(tmp / "proxy")[0].state_dict().items()}
+    final = train_predictor(data, tmp / "proxy", "reference", tmp / "pred", PredictorConfig(dim=32),
+                            PredictorTrainConfig(epochs=4, batch=8, lr=3e-3))  # fmt: skip
+    losses = [h["train_loss"] for h in final["history"]]
+    assert losses[-1] < losses[0]
+    assert final["dataset"]["held_out_sources"] and not set(final["dataset"]["held_out_sources"]) & set(
+        final["dataset"]["train_sources"]
+    )
+    proxy_after = load_proxy(tmp / "proxy")[0].state_dict()
+    assert all(torch.equal(proxy_before[k], proxy_after[k]) for k in proxy_before)
+    torch.load(tmp / "pred" / "model.pt", weights_only=True)
+    _, side, profile = load_predictor(tmp / "pred")
+    assert side["task"] == "reference" and profile.sha256 == prof.sha256
+
+
+def test_a_plug_in_downstream_network_drives_the_predictor(trained, monkeypatch):
+    tmp, data, _ = trained
+    # A tiny segmentation network, trained here: which pixels of the reference are bright.
+    torch.manual_seed(0)
+    ds = SweepDataset(data)
+    refs = torch.stack([ds[i]["reference"] for i in range(len(ds))])
+    masks = (refs.mean(1, keepdim=True) > 0.5).float()
+    seg = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 1))
+    opt = torch.optim.Adam(seg.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(seg(refs), masks)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.4, "the downstream network must have learned something"
+    torch.save(seg.state_dict(), tmp / "seg.pt")
+    plugin = tmp / "plugins"
+    plugin.mkdir(exist_ok=True)
+    (plugin / "seg_task.py").write_text(
+        textwrap.dedent(f"""
+        import torch
+
+        def factory(profile, device):
+            net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 1))
+            net.load_state_dict(torch.load({str(tmp / "seg.pt")!r}, weights_only=True))
+
+            def loss(logits, batch):
+                mask = (batch["reference"].mean(1, keepdim=True) > 0.5).float()
+                return torch.nn.functional.binary_cross_entropy_with_logits(logits, mask)
+
+            return net, loss
+        """)
+    )
+    monkeypatch.syspath_prepend(str(plugin))
+    final = train_predictor(data, tmp / "proxy", "seg_task:factory", tmp / "pred-seg", PredictorConfig(dim=32),
+                            PredictorTrainConfig(epochs=2, batch=8))  # fmt: skip
+    assert final["task"] == "seg_task:factory"
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in final["history"])
+    after = torch.load(tmp / "seg.pt", weights_only=True)
+    assert all(torch.equal(after[k], v) for k, v in seg.state_dict().items())  # untouched by training
+    with pytest.raises(InputError, match="cannot load"):
+        train_predictor(data, tmp / "proxy", "nope_mod:factory", tmp / "x", PredictorConfig(), PredictorTrainConfig())
+
+
+def test_predict_and_evaluate_on_the_real_isp(trained):
+    tmp, data, prof = trained
+    if not (tmp / "pred" / "model.pt").exists():
+        train_predictor(data, tmp / "proxy", "reference", tmp / "pred", PredictorConfig(dim=32),
+                        PredictorTrainConfig(epochs=2, batch=8))  # fmt: skip
+    held = json.loads((tmp / "pred" / "model.json").read_text())["dataset"]["held_out_sources"]
+    out = tmp / "predicted.png"
+    res = subprocess.run([sys.executable, "-m", "hil_tune.cli", "predict", str(tmp / "pred"), held[0], "--out",
+                          str(out), "--params-out", str(tmp / "p.json"), "--size", "64"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    params = json.loads((tmp / "p.json").read_text())
+    _, warnings = prof.space.validate(params)
+    assert warnings == [] and params["filter-strength"] == 0.0  # on the grid, inside the region
+    report = evaluate_predictor(
+        tmp / "pred", held, tmp / "report", size=32, expert_budget=6, oracle_budget=4, workers=1
+    )
+    assert set(report["summary"]) == {"default", "expert", "predicted", "oracle"}
+    assert report["expert"]["budget_evaluations"] == 6 and report["per_image"][0]["image"] == held[0]
+    assert (tmp / "report" / "report.md").read_text().count("|") > 20 and (tmp / "report" / "grid.png").exists()
+    train_src = json.loads((tmp / "pred" / "model.json").read_text())["dataset"]["train_sources"][0]
+    with pytest.raises(InputError, match="must not be training sources"):
+        evaluate_predictor(tmp / "pred", [train_src], tmp / "r2", size=32, expert_budget=2, oracle_budget=2, workers=1)
