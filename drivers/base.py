@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Self
@@ -71,6 +72,8 @@ class Frame:
     device_time_ns: int | None = None
     raw: np.ndarray | None = None
     cfa: str | None = None
+    settled: bool = True  # False: made while a change was still reaching the pipeline (live mode)
+    raw_levels: tuple[tuple[float, float, float, float], float] | None = None  # black per site, white
 
 
 @dataclass
@@ -83,6 +86,7 @@ class Grab:
     device_time_ns: int | None = None
     raw: np.ndarray | None = None
     cfa: str | None = None
+    raw_levels: tuple[tuple[float, float, float, float], float] | None = None
 
 
 class Deadline:
@@ -119,6 +123,8 @@ class Driver(ABC):
         self._settled_tag: int | None = None  # device tag of the latest change, on tagging devices
         self._to_drop = 0  # frames still to drop after a change, on devices without tags
         self._applied: ParamDict = {}
+        # Recent settings (seq, device tag, values): what an unsettled frame was made with.
+        self._history: deque[tuple[int, int | None, ParamDict]] = deque(maxlen=32)
 
     # -- hooks a driver supplies --------------------------------------------------------------
 
@@ -166,6 +172,11 @@ class Driver(ABC):
     def param_seq(self) -> int:
         return self._seq
 
+    @property
+    def applied(self) -> ParamDict:
+        """What the device holds, as of the last read-back (no I/O)."""
+        return dict(self._applied)
+
     def open(self) -> Self:
         if self._is_open:
             return self
@@ -177,6 +188,7 @@ class Driver(ABC):
         except BaseException:
             self.close()
             raise
+        self._history.append((self._seq, None, dict(self._applied)))
         return self
 
     def close(self) -> None:
@@ -188,6 +200,17 @@ class Driver(ABC):
             self._disconnect()
         except Exception as err:
             log.warning("%s: error while closing (ignored): %s", self.name, err)
+
+    def _made_with(self, tag: int | None) -> tuple[int, ParamDict, bool]:
+        """The setting an unsettled frame was made with: by its tag, else the one before the latest."""
+        if tag is not None:
+            for seq, t, params in reversed(self._history):
+                if t == tag:
+                    return seq, dict(params), False
+        if len(self._history) >= 2:
+            seq, _, params = self._history[-2]
+            return seq, dict(params), False
+        return self._seq, dict(self._applied), False
 
     def reconnect(self) -> None:
         """Close and open again (the driver finds its device again by serial number)."""
@@ -281,6 +304,7 @@ class Driver(ABC):
 
     def _mark_changed(self, tag: int | None) -> None:
         self._seq += 1
+        self._history.append((self._seq, tag, dict(self._applied)))
         info = self._info()
         if info.frame_tags and tag is not None:
             self._settled_tag = tag
@@ -289,10 +313,12 @@ class Driver(ABC):
             self._settled_tag = None
             self._to_drop = info.settle_frames
 
-    def capture(self, raw: RawFrame | None = None, *, timeout: float | None = None) -> Frame:
+    def capture(self, raw: RawFrame | None = None, *, timeout: float | None = None, wait: bool = True) -> Frame:
         """The next frame made with the parameters of the latest `set_params`.
 
         `raw` injects a RAW frame on devices that accept one; without it a device shows its sensor.
+        With wait=False (live loops) no frame is dropped: a frame made while a change was still
+        settling comes back with settled=False and the parameters it was actually made with.
         """
         self._require_open()
         info = self._info()
@@ -304,24 +330,32 @@ class Driver(ABC):
         while True:
             deadline.check(f"{self.name}: capture")
             grab = self._grab(raw, deadline)
+            seq, params, settled = self._seq, dict(self._applied), True
             if self._settled_tag is not None:
                 if grab.device_tag is None or _tag_before(grab.device_tag, self._settled_tag):
-                    continue
-                self._settled_tag = None
+                    if wait:
+                        continue
+                    seq, params, settled = self._made_with(grab.device_tag)
+                else:
+                    self._settled_tag = None
             elif self._to_drop > 0:
                 self._to_drop -= 1
-                continue
+                if wait:
+                    continue
+                seq, params, settled = self._made_with(None)
             image = np.array(grab.image, copy=True)
             raw_copy = None if grab.raw is None else np.array(grab.raw, copy=True)
             return Frame(
                 image=image,
-                params=dict(self._applied),
-                param_seq=self._seq,
+                params=params,
+                param_seq=seq,
+                settled=settled,
                 frame_id=grab.frame_id,
                 host_time_ns=time.time_ns(),
                 device_time_ns=grab.device_time_ns,
                 raw=raw_copy,
                 cfa=grab.cfa,
+                raw_levels=grab.raw_levels,
             )
 
 

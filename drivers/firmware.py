@@ -130,7 +130,19 @@ class BoardFirmware:
             "settle_frames": self.settle_frames,
             "raw_injection": True,
             "live_sensor": True,
+            "sensor_black": list(self._sensor().black_level),
+            "sensor_white": self._sensor().white_level,
         }
+
+    def _sensor(self) -> RawFrame:
+        if self._scene is None:
+            self._scene = sensor_frame(self.sensor, self.sensor_size, self.profile, self.seed)
+        return self._scene
+
+    def set_scene(self, sensor: str) -> None:
+        """What the sensor sees changes (a live test's scene change); levels stay the sensor's."""
+        with self._lock:
+            self._scene = sensor_frame(sensor, self.sensor_size, self.profile, self.seed)
 
     def _hello(self, payload: bytes) -> tuple[p.Status, bytes]:
         return p.Status.OK, json.dumps(self.identity(), separators=(",", ":")).encode()
@@ -174,9 +186,7 @@ class BoardFirmware:
                 return p.Status.NO_FRAME, b""
             raw = self._injected
         else:
-            if self._scene is None:
-                self._scene = sensor_frame(self.sensor, self.sensor_size, self.profile, self.seed)
-            raw = self._scene
+            raw = self._sensor()
         # Frame boundary: committed settings that have waited their settle frames go live.
         still: deque[tuple[int, dict[int, int], int]] = deque()
         for left, regs, tag in self.pending:

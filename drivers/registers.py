@@ -219,6 +219,14 @@ class RegisterDriver(Driver):
         require_ok(self.link.transact(p.Cmd.RAW_END, p.crc_payload(data), deadline), "RAW upload")
         self._uploaded_crc = crc
 
+    def _levels(self, raw: RawFrame | None) -> tuple[tuple[float, float, float, float], float] | None:
+        if raw is not None:
+            return raw.black_level, raw.white_level
+        black, white = self._identity.get("sensor_black"), self._identity.get("sensor_white")
+        if black is None or white is None:
+            return None
+        return (float(black[0]), float(black[1]), float(black[2]), float(black[3])), float(white)
+
     def _grab(self, raw: RawFrame | None, deadline: Deadline) -> Grab:
         if raw is not None:
             self._upload(raw, deadline)
@@ -241,6 +249,7 @@ class RegisterDriver(Driver):
             device_time_ns=header.device_time_us * 1000,
             raw=mosaic,
             cfa=header.cfa if header.raw_len else None,
+            raw_levels=self._levels(raw) if header.raw_len else None,
         )
 
 

@@ -132,4 +132,5 @@ class SimDriver(Driver):
             device_time_ns=time.monotonic_ns(),
             raw=np.asarray(raw.mosaic),
             cfa=raw.cfa,
+            raw_levels=(raw.black_level, raw.white_level),
         )

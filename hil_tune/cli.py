@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hil_tune import cli_capture, cli_devices, cli_train
+from hil_tune import cli_capture, cli_devices, cli_live, cli_train
 from hil_tune.errors import HilTuneError, InputError, ProfileError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Hardware-in-the-loop camera ISP tuning.")
@@ -28,6 +28,7 @@ app.add_typer(demo_app, name="demo")
 cli_devices.register(app)
 cli_capture.register(app)
 cli_train.register(app)
+cli_live.register(app)
 
 out = Console()
 err = Console(stderr=True)

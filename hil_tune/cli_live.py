@@ -1,0 +1,122 @@
+"""`hil-tune live`: the predictor drives a device frame by frame."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from PIL import Image, ImageDraw
+from rich.console import Console
+
+from hil_tune.errors import InputError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("live")(live)
+
+
+def _label(params: dict[str, Any]) -> str:
+    keys = ("gain-r", "gain-b", "digital-gain", "usm-amount")
+    return " ".join(f"{k.replace('digital-', 'd')}={params[k]:g}" for k in keys if k in params)
+
+
+def write_preview(frames: list[tuple[np.ndarray, str]], path: Path) -> None:
+    tiles = []
+    for image, label in frames:
+        im = Image.fromarray(image).convert("RGB")
+        im.thumbnail((192, 192))
+        canvas = Image.new("RGB", (im.width, im.height + 14), "white")
+        canvas.paste(im, (0, 14))
+        ImageDraw.Draw(canvas).text((2, 1), label, fill="black")
+        tiles.append(canvas)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".gif":
+        tiles[0].save(path, save_all=True, append_images=tiles[1:], duration=150, loop=0)
+    else:
+        strip = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), "white")
+        x = 0
+        for t in tiles:
+            strip.paste(t, (x, 0))
+            x += t.width
+        strip.save(path)
+
+
+def live(
+    driver: Annotated[str, typer.Option("--driver", help="Driver name.")],
+    predictor: Annotated[Path, typer.Option("--predictor", help="Predictor run folder.")],
+    device: Annotated[str | None, typer.Option("--device", help="Port, serial number or index.")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Device profile (default: the driver's).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Driver option KEY=VALUE.")] = None,
+    frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    log: Annotated[Path | None, typer.Option(help="JSON-lines log, one row per frame.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Predict and log, push nothing.")] = False,
+    preview: Annotated[Path | None, typer.Option(help="GIF or PNG strip of frames with their parameters.")] = None,
+    alpha: Annotated[float, typer.Option(help="Weight of the newest prediction in the average.")] = 0.5,
+    threshold: Annotated[float, typer.Option(help="Encoded distance before a parameter is pushed again.")] = 0.02,
+    max_push_hz: Annotated[float, typer.Option("--max-push-hz")] = 15.0,
+) -> None:
+    """Capture, predict, push the changed parameters; restore the device's own settings on exit."""
+    import inspect
+    import threading
+
+    from hil_tune.cli_devices import open_options
+    from hil_tune.live import LiveLoop, LiveSettings
+    from hil_tune.profiles import load_profile
+    from hil_tune.train.predictor_train import load_predictor
+
+    if frames is None and seconds is None:
+        frames = 300
+    model, _, pred_profile = load_predictor(predictor)
+    cls, options = open_options(driver, device, option or [], 10.0)
+    dev_profile = load_profile(profile or inspect.signature(cls).parameters["profile"].default)
+    if [s.describe() for s in dev_profile.space] != [s.describe() for s in pred_profile.space]:
+        raise InputError(
+            f"the predictor was trained for profile {pred_profile.name!r}, whose parameters differ from "
+            f"the device profile {dev_profile.name!r}'s"
+        )
+    drv = cls(dev_profile, **options)
+    settings = LiveSettings(frames=frames, seconds=seconds, alpha=alpha, threshold=threshold,
+                            max_push_hz=max_push_hz, dry_run=dry_run)  # fmt: skip
+    kept: list[tuple[np.ndarray, str]] = []
+    every = max(1, (frames or 300) // 16)
+
+    def on_frame(frame: Any, row: dict[str, Any]) -> None:
+        if preview is not None and row["frame"] % every == 0 and len(kept) < 16:
+            kept.append((frame.image, f"#{row['frame']} {_label(frame.params)}"))
+
+    loop = LiveLoop(drv, model, pred_profile, settings, log=log, on_frame=on_frame)
+    stop_now = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        loop.stop.set()
+        stop_now.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_stop)
+    with err.status("live: capture -> predict -> push (Ctrl-C stops and restores the device)"):
+        summary = loop.run()
+    s = summary.as_dict()
+    lat = s["latency_ms"]
+    out.print(f"{s['frames']} frames in {s['seconds']:.1f} s ({s['fps']:.1f} fps); {s['pushes']} pushes "
+              f"({s['pushed_params']} values), {s['skipped_in_flight']} skipped in flight, {s['rate_limited']} "
+              f"rate-limited, {s['bad_predictions']} bad predictions kept the last good, {s['faults']} faults "
+              f"({s['gap_seconds']:.2f} s without frames)")  # fmt: skip
+    for k in ("capture", "predict", "quantize", "push"):
+        if lat[k]["n"]:
+            out.print(f"  {k:9} p50 {lat[k]['p50']:7.2f} ms   p99 {lat[k]['p99']:7.2f} ms")
+    if s["bytes_per_push"] is not None:
+        out.print(f"  bytes per push (median, both directions): {s['bytes_per_push']:.0f}")
+    if s["restore_error"]:
+        err.print(f"[red]could not restore the device's parameters:[/] {s['restore_error']}")
+    if preview is not None and kept:
+        write_preview(kept, preview)
+        out.print(f"wrote {preview}")
+    if log is not None:
+        out.print(f"log: {log}")

@@ -1,0 +1,304 @@
+"""The live loop: per frame, predict the ISP parameters from the RAW and push what changed.
+
+capture -> predict -> smooth + hysteresis -> delta push (background thread) -> next frame
+
+- Capture never waits for a push: pushes run on their own thread; a push is skipped, never
+  queued, while the previous one is in flight; a maximum push rate applies. The link itself is
+  shared, so a capture may wait for one in-flight transaction (well under a millisecond).
+- Frames are taken without dropping settle frames; each carries the parameters it was actually
+  made with (by device tag, or by the settle count) and whether it was made mid-change.
+- Stability: predictions are smoothed (exponential moving average in the encoded space) and a
+  parameter changes only when the smoothed value moves a threshold away from the value applied:
+  a static scene does not flicker between neighbouring grid values.
+- Safety: a NaN, inf or failing prediction keeps the last good parameters; values come from the
+  profile's own decoder (always on the grid, inside the range) and the driver validates again
+  before any byte leaves; on a device fault the loop reconnects and continues, logging the gap;
+  on exit (end, Ctrl-C, SIGTERM) the device gets back the parameters it had before.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the universal torch idiom
+
+from hil_tune.drivers.base import Driver, Frame
+from hil_tune.drivers.errors import DeviceError, DeviceNotFound
+from hil_tune.params import ParamDict
+from hil_tune.profiles import Profile
+from hil_tune.raw import mosaic_rgb, pack4
+
+
+@dataclass
+class LiveSettings:
+    frames: int | None = 300
+    seconds: float | None = None
+    alpha: float = 0.5  # weight of the newest prediction in the moving average
+    threshold: float = 0.02  # encoded units a parameter must move before it is pushed again
+    max_push_hz: float = 15.0
+    dry_run: bool = False
+    preview: int = 256  # the predictor sees the RAW resampled to this many pixels a side
+    capture_timeout_s: float = 5.0
+    reconnect_attempts: int = 20
+    backoff_s: float = 0.1
+
+
+@dataclass
+class LiveSummary:
+    frames: int = 0
+    seconds: float = 0.0
+    pushes: int = 0
+    pushed_params: int = 0
+    skipped_in_flight: int = 0
+    rate_limited: int = 0
+    bad_predictions: int = 0
+    faults: int = 0
+    reconnects: int = 0
+    gap_seconds: float = 0.0
+    push_errors: int = 0
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    bytes_per_push: float | None = None
+    restore_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["fps"] = self.frames / self.seconds if self.seconds else 0.0
+        return d
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p99": float("nan"), "n": 0}
+    a = np.asarray(values)
+    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "n": len(values)}
+
+
+def preview_packed(frame: Frame, size: int) -> torch.Tensor:
+    """(1, 4, s/2, s/2) packed RAW in [0, 1] from a frame's RAW, or from its RGB preview when the
+    device gives no RAW (linearised and sampled through an RGGB mosaic)."""
+    if frame.raw is not None and frame.cfa is not None:
+        black, white = frame.raw_levels or ((0.0, 0.0, 0.0, 0.0), float(np.iinfo(np.uint16).max))
+        h, w = frame.raw.shape
+        tile = np.tile(np.asarray(black, dtype=np.float32).reshape(2, 2), (h // 2, w // 2))
+        norm = np.clip((frame.raw.astype(np.float32) - tile) / (np.float32(white) - tile), 0, 1)
+        packed = pack4(norm, frame.cfa)
+    else:
+        linear = (frame.image.astype(np.float32) / 255) ** 2.2
+        h, w = (frame.image.shape[0] // 2) * 2, (frame.image.shape[1] // 2) * 2
+        packed = pack4(mosaic_rgb(linear[:h, :w], "RGGB"), "RGGB")
+    x = torch.from_numpy(np.ascontiguousarray(packed.transpose(2, 0, 1)))[None]
+    return F.interpolate(x, size=(size // 2, size // 2), mode="area")
+
+
+class Pusher:
+    """One push at a time on its own thread; an offer while busy is refused (skipped), not queued."""
+
+    def __init__(self, driver: Driver, lock: threading.Lock) -> None:
+        self.driver, self.lock = driver, lock
+        self._busy = threading.Event()
+        self.done: list[tuple[ParamDict, float, str | None, int | None]] = []  # (delta, ms, error, bytes)
+        self._done_lock = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        return self._busy.is_set()
+
+    def offer(self, delta: ParamDict) -> bool:
+        if self._busy.is_set():
+            return False
+        self._busy.set()
+        threading.Thread(target=self._push, args=(delta,), daemon=True).start()
+        return True
+
+    def _push(self, delta: ParamDict) -> None:
+        t = time.perf_counter()
+        error, nbytes = None, None
+        try:
+            with self.lock:  # captures take the same lock: the byte count is this push's alone
+                before = _link_bytes(self.driver)
+                self.driver.set_params(delta, verify=True)
+                after = _link_bytes(self.driver)
+                nbytes = None if before is None or after is None else after - before
+        except DeviceError as err:
+            error = f"{type(err).__name__}: {err}"
+        with self._done_lock:
+            self.done.append((delta, (time.perf_counter() - t) * 1000, error, nbytes))
+        self._busy.clear()
+
+    def drain(self) -> list[tuple[ParamDict, float, str | None, int | None]]:
+        with self._done_lock:
+            out, self.done = self.done, []
+        return out
+
+    def wait(self, timeout: float = 5.0) -> None:
+        end = time.monotonic() + timeout
+        while self._busy.is_set() and time.monotonic() < end:
+            time.sleep(0.001)
+
+
+class LiveLoop:
+    def __init__(
+        self,
+        driver: Driver,
+        predictor: torch.nn.Module,
+        profile: Profile,
+        settings: LiveSettings,
+        *,
+        log: Path | None = None,
+        on_frame: Callable[[Frame, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.driver, self.predictor, self.profile, self.s = driver, predictor, profile, settings
+        self.space = profile.space
+        self.log_path, self.on_frame = log, on_frame
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.summary = LiveSummary()
+
+    def _predict(self, frame: Frame) -> np.ndarray | None:
+        with torch.no_grad():
+            u = self.predictor(preview_packed(frame, self.s.preview))[0].numpy().astype(np.float64)
+        return u if np.isfinite(u).all() else None
+
+    def run(self) -> LiveSummary:
+        torch.set_num_threads(1)  # latency over throughput: one core per frame, no thread hand-offs
+        drv, s, summary = self.driver, self.s, self.summary
+        drv.open()
+        original = drv.get_params()
+        wanted = dict(original)  # what we last asked the device to hold
+        smooth: np.ndarray | None = None
+        pusher = Pusher(drv, self.lock)
+        last_push = 0.0
+        lat: dict[str, list[float]] = {"capture": [], "predict": [], "quantize": [], "push": [], "decide": []}
+        push_bytes: list[int] = []
+        log = open(self.log_path, "w") if self.log_path else None  # noqa: SIM115 - closed in finally
+        start = time.perf_counter()
+        try:
+            while not self.stop.is_set():
+                if s.frames is not None and summary.frames >= s.frames:
+                    break
+                if s.seconds is not None and time.perf_counter() - start >= s.seconds:
+                    break
+                t0 = time.perf_counter()
+                try:
+                    with self.lock:
+                        frame = drv.capture(timeout=s.capture_timeout_s, wait=False)
+                except DeviceError as err:
+                    self._recover(err, pusher, log)
+                    continue
+                t1 = time.perf_counter()
+                row: dict[str, Any] = {"frame": summary.frames, "frame_id": frame.frame_id,
+                                       "param_seq": frame.param_seq, "settled": frame.settled}  # fmt: skip
+                try:
+                    u = self._predict(frame)
+                except Exception as err:  # a failing predictor must not stop the camera
+                    u, row["predict_error"] = None, f"{type(err).__name__}: {err}"
+                t2 = time.perf_counter()
+                delta: ParamDict = {}
+                if u is None:
+                    summary.bad_predictions += 1
+                    row["kept_last_good"] = True
+                else:
+                    smooth = u if smooth is None else s.alpha * u + (1 - s.alpha) * smooth
+                    target = self.space.decode(smooth)  # on the grid, inside the range, by construction
+                    current = self.space.encode(wanted)
+                    for j, name in enumerate(self.space.names):
+                        if target[name] != wanted[name] and abs(smooth[j] - current[j]) > s.threshold:
+                            delta[name] = target[name]
+                t3 = time.perf_counter()
+                if delta and not s.dry_run:
+                    if t3 - last_push < 1 / s.max_push_hz:
+                        summary.rate_limited += 1
+                        row["rate_limited"] = True
+                    elif pusher.offer(delta):
+                        row["pushed"] = delta
+                        wanted.update(delta)
+                        last_push = t3
+                        summary.pushes += 1
+                        summary.pushed_params += len(delta)
+                    else:
+                        summary.skipped_in_flight += 1
+                        row["skipped_in_flight"] = True
+                elif delta:
+                    row["would_push"] = delta
+                t4 = time.perf_counter()
+                for delta_done, ms, error, nbytes in pusher.drain():
+                    lat["push"].append(ms)
+                    done = {"delta": delta_done, "ms": round(ms, 3), "error": error, "bytes": nbytes}
+                    row.setdefault("push_completed", []).append(done)
+                    if nbytes is not None:
+                        push_bytes.append(nbytes)
+                    if error:
+                        summary.push_errors += 1
+                        wanted = drv.applied  # the driver rolled back: what it holds now
+                lat["capture"].append((t1 - t0) * 1000)
+                lat["predict"].append((t2 - t1) * 1000)
+                lat["quantize"].append((t3 - t2) * 1000)
+                lat["decide"].append((t4 - t1) * 1000)
+                row.update(params=frame.params, capture_ms=round((t1 - t0) * 1000, 3),
+                           predict_ms=round((t2 - t1) * 1000, 3), quantize_ms=round((t3 - t2) * 1000, 3),
+                           push_offer_ms=round((t4 - t3) * 1000, 3))  # fmt: skip
+                if log:
+                    log.write(json.dumps(row) + "\n")
+                if self.on_frame:
+                    self.on_frame(frame, row)
+                summary.frames += 1
+        finally:
+            summary.seconds = time.perf_counter() - start
+            pusher.wait()
+            self._restore(original)
+            if log:
+                log.close()
+            drv.close()
+            summary.latency_ms = {k: percentiles(v) for k, v in lat.items()}
+            summary.bytes_per_push = float(np.median(push_bytes)) if push_bytes else None
+        return summary
+
+    def _recover(self, err: DeviceError, pusher: Pusher, log: Any) -> None:
+        """Reconnect with back-off; the time without frames is logged as a gap."""
+        summary = self.summary
+        summary.faults += 1
+        t = time.perf_counter()
+        pusher.wait()
+        pusher.drain()
+        for attempt in range(self.s.reconnect_attempts):
+            if self.stop.is_set():
+                break
+            try:
+                with self.lock:
+                    self.driver.reconnect()
+                summary.reconnects += 1
+                break
+            except DeviceError as again:
+                if not (again.recoverable or isinstance(again, DeviceNotFound)):
+                    raise
+                time.sleep(min(self.s.backoff_s * 2**attempt, 2.0))
+        else:
+            raise err
+        gap = time.perf_counter() - t
+        summary.gap_seconds += gap
+        if log:
+            log.write(json.dumps({"fault": f"{type(err).__name__}: {err}", "gap_s": round(gap, 3)}) + "\n")
+
+    def _restore(self, original: ParamDict) -> None:
+        try:
+            if not self.driver.is_open:
+                self.driver.open()
+            with self.lock:
+                self.driver.set_params(original, verify=True)
+        except DeviceError as err:
+            self.summary.restore_error = f"{type(err).__name__}: {err}"
+
+
+def _link_bytes(driver: Driver) -> int | None:
+    link = getattr(driver, "_link", None)
+    if link is None or not hasattr(link, "tx_bytes"):
+        return None
+    return int(link.tx_bytes + link.rx_bytes)

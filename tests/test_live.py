@@ -1,0 +1,189 @@
+"""The live loop on sim, on the serial emulator (settle frames, scene change, faults, SIGTERM)
+and on GenICam viky.cti (nodes pushed while streaming)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from capture_helpers import BOARD_FAST, fast_profile
+
+from hil_tune.capture.dataset import DatasetFolder
+from hil_tune.capture.loop import CaptureSettings, run_capture
+from hil_tune.capture.plan import build_plan
+from hil_tune.capture.sources import resolve_sources
+from hil_tune.drivers.emulator import SerialEmulator
+from hil_tune.drivers.firmware import BoardFirmware
+from hil_tune.drivers.genicam_driver import bundled_producer
+from hil_tune.drivers.registry import create_driver
+from hil_tune.live import LiveLoop, LiveSettings
+from hil_tune.models.predictor import AttentionPredictor, PredictorConfig
+from hil_tune.models.proxy import ProxyConfig
+from hil_tune.profiles import load_profile
+from hil_tune.train.predictor_train import PredictorTrainConfig, load_predictor, train_predictor
+from hil_tune.train.proxy_train import TrainConfig, train_proxy
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    """A predictor trained (briefly) for the emulated board's space, inside the fast region."""
+    tmp = tmp_path_factory.mktemp("live")
+    prof = load_profile(fast_profile(tmp, BOARD_FAST))
+    sources = ["bundled:coffee", "bundled:chelsea", "bundled:rocket", "bundled:astronaut"]
+    plan = build_plan(prof, resolve_sources(sources), samples_per_source=4, patch=32, region="fast")
+    DatasetFolder(tmp / "ds").create(plan)
+    run_capture(tmp / "ds", CaptureSettings("sim", {"sensor_size": 32}, profile=str(tmp / "fast.toml")))
+    train_proxy(tmp / "ds", tmp / "proxy", prof, ProxyConfig(width=8, depth=2), TrainConfig(epochs=1))
+    train_predictor(tmp / "ds", tmp / "proxy", "reference", tmp / "pred", PredictorConfig(dim=32),
+                    PredictorTrainConfig(epochs=2))  # fmt: skip
+    model, _, profile = load_predictor(tmp / "pred")
+    return tmp, model, profile
+
+
+def rows_of(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_sim_pushes_deltas_on_the_grid_and_holds_still_on_a_static_scene(predictor, tmp_path):
+    _, model, profile = predictor
+    drv = create_driver("sim", profile, sensor_size=64, power_on={"filter-strength": 0.0})
+    loop = LiveLoop(drv, model, profile, LiveSettings(frames=40), log=tmp_path / "live.jsonl")
+    summary = loop.run()
+    rows = rows_of(tmp_path / "live.jsonl")
+    assert summary.frames == 40 == len(rows)
+    assert 1 <= summary.pushes <= 3, "a static scene must settle, not flicker"
+    assert all("pushed" not in r for r in rows[-25:])
+    for r in rows:
+        _, warnings = profile.space.validate(r["params"])
+        assert warnings == []  # every applied value on the grid and in range
+        for name, v in r.get("pushed", {}).items():
+            assert profile.space[name].quantize(v) == (v, False)
+    assert summary.latency_ms["predict"]["n"] == 40
+
+
+class Flaky(torch.nn.Module):
+    """The trained predictor, but every third call returns NaN."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x):
+        self.calls += 1
+        u = self.inner(x)
+        return u * float("nan") if self.calls % 3 == 0 else u
+
+
+def test_nan_predictions_keep_the_last_good_parameters(predictor, tmp_path):
+    _, model, profile = predictor
+    drv = create_driver("sim", profile, sensor_size=32, power_on={"filter-strength": 0.0})
+    summary = LiveLoop(drv, Flaky(model), profile, LiveSettings(frames=15), log=tmp_path / "l.jsonl").run()
+    rows = rows_of(tmp_path / "l.jsonl")
+    assert summary.bad_predictions == 5 and sum(r.get("kept_last_good", False) for r in rows) == 5
+    assert all(np.isfinite(v) for r in rows for v in r["params"].values() if not isinstance(v, str))
+
+
+@pytest.fixture
+def board(tmp_path):
+    fw = BoardFirmware(sensor_size=64, power_on={"filter-strength": 0.0}, sensor="astronaut")
+    with SerialEmulator(fw, link=tmp_path / "board") as emu:
+        yield fw, emu, tmp_path / "board"
+
+
+def registers(fw):
+    return fw.params_of(fw.shadow)
+
+
+def test_serial_scene_change_takes_effect_within_the_settle_count_then_stays_put(predictor, board, tmp_path):
+    _, model, profile = predictor
+    fw, _, link = board
+    before = registers(fw)
+    drv = create_driver("serial", load_profile("emulated-board"), device=str(link))
+    loop = LiveLoop(drv, model, profile, LiveSettings(frames=70, max_push_hz=1000), log=tmp_path / "s.jsonl")
+
+    def change_scene():
+        while loop.summary.frames < 35:
+            time.sleep(0.005)
+        fw.set_scene("rocket")
+
+    threading.Thread(target=change_scene, daemon=True).start()
+    summary = loop.run()
+    rows = rows_of(tmp_path / "s.jsonl")
+    assert summary.frames == 70 and summary.pushes >= 1
+    pushes = [i for i, r in enumerate(rows) if "pushed" in r]
+    assert any(i >= 35 for i in pushes), f"the new scene should have moved the parameters (pushes at {pushes})"
+    last_push = pushes[-1]
+    assert last_push < 60, "after the scene change the parameters must settle, not keep moving"
+    # The frames after the last push report the new values within the board's settle count (2)...
+    wanted = dict(rows[0]["params"])
+    for r in rows:
+        wanted.update(r.get("pushed", {}))
+    applied_from = next(i for i in range(last_push + 1, len(rows)) if rows[i]["params"] == wanted)
+    assert applied_from - last_push <= 2 + 2  # settle frames + the push's own frame and one in flight
+    # ...and then stay put.
+    assert all(r["params"] == wanted and r["settled"] for r in rows[applied_from + 1 :])
+    assert registers(fw) == before, "the device gets its own parameters back at the end"
+    assert summary.bytes_per_push is not None and summary.bytes_per_push <= 200
+
+
+def test_serial_fault_mid_session_reconnects_and_logs_the_gap(predictor, board, tmp_path):
+    _, model, profile = predictor
+    _, emu, link = board
+    drv = create_driver("serial", load_profile("emulated-board"), device=str(link), attempt_timeout=0.1)
+    loop = LiveLoop(drv, model, profile, LiveSettings(frames=30, backoff_s=0.05), log=tmp_path / "f.jsonl")
+
+    def pull_the_cable():
+        while loop.summary.frames < 10:
+            time.sleep(0.005)
+        emu.unplug()
+        time.sleep(0.4)
+        emu.replug()
+
+    threading.Thread(target=pull_the_cable, daemon=True).start()
+    summary = loop.run()
+    assert summary.frames == 30 and summary.faults >= 1 and summary.reconnects >= 1
+    assert summary.gap_seconds >= 0.3
+    faults = [r for r in rows_of(tmp_path / "f.jsonl") if "fault" in r]
+    assert faults and faults[0]["gap_s"] >= 0.3
+
+
+def test_sigterm_restores_the_device_and_exits_cleanly(predictor, board, tmp_path):
+    tmp, _, _ = predictor
+    fw, _, link = board
+    before = registers(fw)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hil_tune.cli", "live", "--driver", "serial", "--device", str(link),
+         "--predictor", str(tmp / "pred"), "--seconds", "60", "--log", str(tmp_path / "t.jsonl")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if (tmp_path / "t.jsonl").exists() and len((tmp_path / "t.jsonl").read_text().splitlines()) > 10:
+            break
+        time.sleep(0.05)
+    assert registers(fw) != before, "the session should have pushed something"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "frames in" in stdout
+    assert registers(fw) == before
+
+
+@pytest.mark.skipif(bundled_producer() is None, reason="the genicam wheel with viky.cti is not installed")
+def test_genicam_viky_nodes_pushed_while_streaming(tmp_path):
+    profile = load_profile("viky")
+    torch.manual_seed(3)
+    model = AttentionPredictor(3, [0.0, 0.2, 0.3], [0.3, 0.6, 0.7], PredictorConfig(dim=16, heads=2, self_layers=1))
+    drv = create_driver("genicam", profile, cti=str(bundled_producer()))
+    summary = LiveLoop(drv, model.eval(), profile, LiveSettings(frames=25, preview=64), log=tmp_path / "v.jsonl").run()
+    rows = rows_of(tmp_path / "v.jsonl")
+    assert summary.frames == 25 and summary.pushes >= 1 and summary.push_errors == 0
+    pushed = {**next(r for r in rows if "pushed" in r)["pushed"]}
+    assert any(r["params"] == {**r["params"], **pushed} for r in rows[-5:]), "frames made with the pushed values"
