@@ -108,3 +108,19 @@ def chroma_subsample(rgb: Tensor, subsampling: str) -> Tensor:
     small = F.avg_pool2d(chroma, pool, ceil_mode=True)
     cb, cr = F.interpolate(small, size=rgb.shape[-2:], mode="bilinear", align_corners=False).unbind(1)
     return torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1).clamp(0, 1)
+
+
+def box_mean(x: Tensor, radius: int) -> Tensor:
+    return F.avg_pool2d(F.pad(x, (radius,) * 4, mode="reflect"), 2 * radius + 1, stride=1)
+
+
+def guided_denoise(mosaic: Tensor, eps: Tensor, radius: int = 2) -> Tensor:
+    """Self-guided filter (He et al.) on each Bayer plane: a differentiable, edge-preserving
+    stand-in for the device's denoiser whose strength `eps` (B,) is a noise variance. eps = 0 is
+    the identity, as filter-strength 0 is in the ISP."""
+    planes = F.pixel_unshuffle(mosaic, 2)  # (B, 4, H/2, W/2): one plane per 2x2 site
+    mean = box_mean(planes, radius)
+    var = (box_mean(planes * planes, radius) - mean * mean).clamp(min=0)
+    a = var / (var + eps[:, None, None, None] + 1e-12)
+    b = mean - a * mean
+    return F.pixel_shuffle(box_mean(a, radius) * planes + box_mean(b, radius), 2)

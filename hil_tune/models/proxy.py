@@ -8,11 +8,13 @@ ISP would output, and are differentiable in u.
   level; a U-Net regresses the output. It must learn multiplications (gains, colour matrix) by
   addition, which is where it stalls.
 - `greybox`: the profile's standard blocks as differentiable code with their parameters wired in
-  (white balance and digital gain, demosaic, colour matrix, unsharp mask, tone curve, JPEG's
-  chroma subsampling; see isp_blocks.py), followed by a residual U-Net whose features are modulated by the parameters
-  (FiLM) and which learns what the device does beyond that structure: its denoiser, compression,
-  a different tone curve or block order. Blocks the profile does not declare are skipped (a
-  black-box ISP gets demosaic + residual only), so the same model serves hardware.
+  (a guided-filter stand-in for the denoiser with a learnt strength law, white balance and
+  digital gain, demosaic, colour matrix, unsharp mask, tone curve, JPEG's chroma subsampling; see
+  isp_blocks.py), followed by a residual U-Net whose features are modulated by the parameters
+  (FiLM) and which learns what the device does beyond that structure: the real denoiser's
+  detail, compression noise, a different tone curve or block order. Blocks the profile does not
+  declare are skipped (a black-box ISP gets demosaic + residual only), so the same model serves
+  hardware.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from hil_tune.models import isp_blocks as blocks
 from hil_tune.profiles import Profile
 
 KINDS = ("greybox", "unet")
+NR = ("filter-strength", "noise-var", "lambda-thr3d")
 WB = ("gain-r", "gain-g", "gain-b", "digital-gain")
 CCM = tuple(f"ccm{i}{j}" for i in range(3) for j in range(3))
 USM = ("usm-amount", "usm-sigma")
@@ -157,6 +160,11 @@ class GreyboxProxy(nn.Module):
         self.config = config
         self.values = ParamValues(profile)
         self.use_wb, self.use_ccm, self.use_usm = self.values.has(WB), self.values.has(CCM), self.values.has(USM)
+        self.use_nr = self.values.has(NR)
+        self.noise_var_scale = profile.pipeline.noise_var_scale
+        # Strength of the stand-in denoiser: eps = k (strength * sigma)^2 (lambda / 3)^g, k and g learnt.
+        self.nr_log_k = nn.Parameter(torch.tensor(1.0))
+        self.nr_gamma = nn.Parameter(torch.tensor(1.0))
         self.demosaic_method = profile.pipeline.demosaic
         self.curve, self.gamma = profile.pipeline.tone, profile.pipeline.gamma
         jpeg = profile.pipeline.jpeg_quality > 0
@@ -177,6 +185,11 @@ class GreyboxProxy(nn.Module):
         v = self.values(u)
         masks = blocks.site_masks(cfa, *mosaic.shape[-2:])
         x = mosaic
+        if self.use_nr:
+            strength, noise_var, lam = self.values.pick(v, NR).unbind(1)
+            sigma2 = strength.clamp(min=0) ** 2 * noise_var * self.noise_var_scale
+            eps = self.nr_log_k.exp() * sigma2 * (lam / 3).clamp(min=1e-3) ** self.nr_gamma.clamp(0, 3)
+            x = blocks.guided_denoise(x, eps)
         if self.use_wb:
             wb = self.values.pick(v, WB)
             x = blocks.white_balance(x, masks, wb[:, :3], wb[:, 3])
