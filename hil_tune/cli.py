@@ -158,6 +158,20 @@ def demo_render(
     out.print(f"contact sheet: {sheet}")
 
 
+@demo_app.command("all")
+def demo_all(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (replaced).")] = Path("demo-out"),
+    live_frames: Annotated[int, typer.Option("--live-frames")] = 200,
+    samples_per_source: Annotated[int, typer.Option("--samples-per-source", "-m")] = 12,
+) -> None:
+    """The whole loop on the simulator: render, capture, proxy, predictor, live; writes report.html."""
+    from hil_tune.demo_all import DemoConfig, run_demo
+
+    cfg = DemoConfig(live_frames=live_frames, samples_per_source=samples_per_source)
+    report = run_demo(out_dir, cfg, err)
+    out.print(f"report: {report.resolve()}")
+
+
 def main() -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 2."""
     try:

@@ -188,7 +188,7 @@ def evaluate_predictor(
     finally:
         isp.close()
     methods = ("default", "expert", "predicted", "oracle")
-    summary = {m: {key: float(np.mean([r[m][key] for r in rows])) for key in ("psnr", "ssim")} for m in methods}
+    summary = {m: {key: float(np.mean([r[m][key] for r in rows])) for key in ("psnr", "ssim", "loss")} for m in methods}
     report = {
         "run": str(run_dir),
         "firmware": firmware,
@@ -228,12 +228,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"Oracle: {report['oracle']['budget_evaluations_per_image']} evaluations per held-out image "
         "(an upper bound, not a method).",
         "",
-        "| method | mean PSNR (dB) | mean SSIM |",
-        "|---|---|---|",
+        "| method | mean PSNR (dB) | mean SSIM | mean L1 + (1 - SSIM), optimised |",
+        "|---|---|---|---|",
     ]
     for m in methods:
         s = report["summary"][m]
-        lines.append(f"| {m} | {s['psnr']:.2f} | {s['ssim']:.3f} |")
+        lines.append(f"| {m} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['loss']:.4f} |")
     lines += ["", "| image | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for r in report["per_image"]:
         lines.append(

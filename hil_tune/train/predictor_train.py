@@ -149,7 +149,8 @@ def train_predictor(
             "rng": torch.get_rng_state(),
         }
         checkpoint.save(ckpt, state, {**base, "epoch": epoch, "history": history, "metrics": record})
-        plot_curves(history, out / "curves.png", f"predictor ({task_spec}) on {dataset.name}")
+        if epoch % 5 == 4 or epoch == cfg.epochs - 1:  # a plot costs more than a small epoch
+            plot_curves(history, out / "curves.png", f"predictor ({task_spec}) on {dataset.name}")
         if on_epoch:
             on_epoch(record)
     final = {**base, "epoch": cfg.epochs - 1, "history": history, "metrics": history[-1] if history else {}}

@@ -90,6 +90,7 @@ def evaluate_proxy(
     rank_images: int = 3,
     rank_sets: int = 12,
     seed: int = 0,
+    sensitivity_params: list[str] | None = None,
 ) -> dict[str, Any]:
     model, side = load_proxy(run_dir)
     profile = Profile.model_validate(side["profile_data"])
@@ -137,6 +138,8 @@ def evaluate_proxy(
         base_frame, base = _frame(base_sample), dict(base_sample.meta["params_applied"])
         curves: dict[str, Any] = {}
         for j, spec in enumerate(profile.space):
+            if sensitivity_params is not None and spec.name not in sensitivity_params:
+                continue
             lo, hi = region.lower[j], region.upper[j]
             values = sorted(
                 {spec.decode(u) for u in np.linspace(lo, hi, sensitivity_points)}, key=lambda v: spec.encode(v)

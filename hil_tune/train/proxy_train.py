@@ -193,7 +193,8 @@ def train_proxy(
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "epoch": epoch, "rng": torch.get_rng_state()}  # fmt: skip
             checkpoint.save(ckpt_path, state, {**sidecar_base, "epoch": epoch, "history": history, "metrics": record})
-            plot_curves(history, out / "curves.png", f"{model_cfg.kind} proxy on {dataset.name}")
+            if epoch % 5 == 4 or epoch == cfg.epochs - 1:  # a plot costs more than a small epoch
+                plot_curves(history, out / "curves.png", f"{model_cfg.kind} proxy on {dataset.name}")
             if on_epoch:
                 on_epoch(record)
         if world > 1:

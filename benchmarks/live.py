@@ -1,0 +1,127 @@
+"""Live-loop latency: per-frame predict, quantize and push (p50, p99) on sim, the serial emulator
+(with bytes per push) and GenICam viky, and the loop's sustainable frame rate without the ISP.
+
+The predictor is the real architecture at its defaults with random weights (its cost does not
+depend on training); a jitter is added to its output so that the loop pushes on most frames, which
+is the worst case for latency. Preview 256x256, torch on one thread.
+Writes benchmarks/results/live.json. Usage: python benchmarks/live.py [--frames N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hil_tune.drivers.emulator import SerialEmulator
+from hil_tune.drivers.firmware import BoardFirmware
+from hil_tune.drivers.genicam_driver import bundled_producer
+from hil_tune.drivers.registry import create_driver
+from hil_tune.live import LiveLoop, LiveSettings
+from hil_tune.models.predictor import AttentionPredictor, PredictorConfig
+from hil_tune.profiles import load_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Jitter(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module, amount: float) -> None:
+        super().__init__()
+        self.inner, self.amount = inner, amount
+        self.gen = torch.Generator().manual_seed(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = self.inner(x)
+        return (u + self.amount * torch.randn(u.shape, generator=self.gen)).clamp(self.inner.lower, self.inner.upper)
+
+
+def predictor_for(profile, amount: float) -> torch.nn.Module:
+    torch.manual_seed(0)
+    n = len(profile.space)
+    region = profile.get_region("plausible") if "plausible" in profile.regions() else profile.space.full_region()
+    model = AttentionPredictor(n, list(region.lower), list(region.upper), PredictorConfig()).eval()
+    return Jitter(model, amount)
+
+
+def run(driver, profile, frames: int) -> dict:
+    settings = LiveSettings(frames=frames, alpha=1.0, threshold=0.0, max_push_hz=1000.0, preview=256)
+    loop = LiveLoop(driver, predictor_for(profile, 0.05), profile, settings)
+    loop.run()  # warm-up: first frames pay for lazy imports and scene loading
+    loop = LiveLoop(driver, predictor_for(profile, 0.05), profile, settings)
+    s = loop.run().as_dict()
+    lat = s["latency_ms"]
+    decide = np.asarray(lat["decide"]["p99"])
+    return {
+        "frames": s["frames"],
+        "pushes": s["pushes"],
+        "skipped_in_flight": s["skipped_in_flight"],
+        "predict_ms": lat["predict"],
+        "quantize_ms": lat["quantize"],
+        "push_ms": lat["push"],
+        "capture_ms": lat["capture"],
+        "predict_quantize_push_offer_p99_ms": float(decide),
+        "predict_quantize_push_p99_ms": lat["predict"]["p99"] + lat["quantize"]["p99"] + lat["push"]["p99"],
+        "loop_fps_without_isp": 1000.0 / lat["decide"]["p50"] if lat["decide"]["p50"] else None,
+        "bytes_per_push": s["bytes_per_push"],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "live.json")
+    args = ap.parse_args()
+    results = {}
+    synthetic = load_profile("synthetic")
+    results["sim"] = run(
+        create_driver("sim", synthetic, sensor_size=256, power_on={"filter-strength": 0.0}), synthetic, args.frames
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        fw = BoardFirmware(sensor_size=256, power_on={"filter-strength": 0.0})
+        with SerialEmulator(fw, link=Path(tmp) / "board") as emu:
+            board = load_profile("emulated-board")
+            # The jitter would switch the board's BM3D on and off; keep noise reduction off so the
+            # figures are the loop's, not BM3D's.
+            drv = create_driver("serial", board, device=str(emu.link))
+            results["serial"] = run(drv, board, args.frames)
+    cti = bundled_producer()
+    if cti is not None:
+        viky = load_profile("viky")
+        results["genicam"] = run(create_driver("genicam", viky, cti=str(cti)), viky, min(args.frames, 150))
+    out = {
+        "benchmark": "live",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+        f"{platform.python_version()}, torch {torch.__version__}",
+        "config": {
+            "preview": 256,
+            "predictor": PredictorConfig().as_dict(),
+            "torch_threads": 1,
+            "push_policy": "every frame's jittered prediction (worst case)",
+        },
+        "drivers": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    head = ("driver", "predict p50/p99", "quantize p99", "push p50/p99", "sum p99", "bytes/push", "fps (no ISP)")
+    print(f"{head[0]:8} {head[1]:>16} {head[2]:>13} {head[3]:>14} {head[4]:>8} {head[5]:>10} {head[6]:>12}")
+    for k, r in results.items():
+        print(
+            f"{k:8} {r['predict_ms']['p50']:7.2f}/{r['predict_ms']['p99']:<7.2f} {r['quantize_ms']['p99']:13.2f} "
+            f"{r['push_ms']['p50']:6.2f}/{r['push_ms']['p99']:<6.2f} {r['predict_quantize_push_p99_ms']:8.2f} "
+            f"{r['bytes_per_push']!s:>10} {r['loop_fps_without_isp'] or 0:12.0f}"
+        )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""`make demo`: the whole loop on the simulator and bundled data, small enough for a 2-core laptop.
+
+Each step is a library call that a CLI command also makes (the README lists them), so a user can
+rerun one step with bigger settings. Every step writes its artefacts under the output folder and
+a line into summary.json; report.py turns that into report.html. A failing step raises: the demo
+fails loudly rather than writing a report with holes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import TextColumn
+
+from hil_tune.capture.dataset import DatasetFolder, DatasetReader
+from hil_tune.capture.loop import CaptureSettings, run_capture
+from hil_tune.capture.plan import build_plan
+from hil_tune.capture.report import dataset_info, preview
+from hil_tune.capture.sources import resolve_sources
+from hil_tune.demo import render_bundled
+from hil_tune.models.predictor import PredictorConfig
+from hil_tune.models.proxy import ProxyConfig
+from hil_tune.profiles import load_profile
+from hil_tune.train.predictor_eval import evaluate_predictor
+from hil_tune.train.predictor_train import PredictorTrainConfig, load_predictor, train_predictor
+from hil_tune.train.proxy_eval import evaluate_proxy
+from hil_tune.train.proxy_train import TrainConfig, train_proxy
+from hil_tune.ui import progress
+
+
+@dataclass
+class DemoConfig:
+    render_size: int = 192
+    samples_per_source: int = 12
+    patch: int = 64
+    region: str = "plausible"
+    workers: int = 2
+    proxy_epochs: int = 15
+    predictor_epochs: int = 20
+    held_out_share: float = 0.34  # two of the six bundled photos are never trained on
+    eval_size: int = 64
+    expert_budget: int = 16
+    oracle_budget: int = 8
+    expert_images: int = 3
+    # Sensitivity curves for the knobs people reach for first (each point costs an ISP run).
+    sensitivity: tuple[str, ...] = (
+        "filter-strength",
+        "noise-var",
+        "gain-r",
+        "gain-b",
+        "digital-gain",
+        "ccm00",
+        "usm-amount",
+        "usm-sigma",
+    )
+    live_frames: int = 200
+    seed: int = 0
+
+
+def _step(console: Console, summary: dict[str, Any], name: str, what: str) -> float:
+    console.rule(f"[bold]{name}[/]: {what}")
+    summary.setdefault("steps", []).append({"name": name, "what": what})
+    return time.perf_counter()
+
+
+def _done(summary: dict[str, Any], t0: float, **facts: Any) -> None:
+    summary["steps"][-1].update(seconds=round(time.perf_counter() - t0, 1), **facts)
+
+
+def run_demo(out: Path, cfg: DemoConfig, console: Console) -> Path:
+    from hil_tune.report import write_report
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    summary: dict[str, Any] = {"config": asdict(cfg), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    t = _step(
+        console, summary, "render", "bundled photos (unprocessed to RAW) and HIL_TUNE_RAW_DIR files, default parameters"
+    )
+    sheet = render_bundled(out / "render", size=cfg.render_size, n_random=1, region=cfg.region, seed=cfg.seed)
+    _done(
+        summary,
+        t,
+        command=f"hil-tune demo render --out {out}/render --size {cfg.render_size} --random 1",
+        artefacts={"contact_sheet": str(sheet.relative_to(out))},
+    )
+
+    t = _step(console, summary, "capture", "Latin-hypercube sweep on the simulator")
+    profile = load_profile("synthetic")
+    plan = build_plan(
+        profile,
+        resolve_sources(["bundled"]),
+        samples_per_source=cfg.samples_per_source,
+        patch=cfg.patch,
+        region=cfg.region,
+        seed=cfg.seed,
+    )
+    DatasetFolder(out / "sweep").create(plan)
+    with progress(TextColumn("{task.fields[rate]}"), console=console) as bar:
+        task = bar.add_task("capture", total=len(plan.rows), rate="")
+        start = time.perf_counter()
+
+        def on_progress(done: int, failed: int, total: int) -> None:
+            bar.update(
+                task, completed=done + failed, rate=f"{done / max(time.perf_counter() - start, 1e-9):.2f} samples/s"
+            )
+
+        result = run_capture(out / "sweep", CaptureSettings("sim"), workers=cfg.workers, on_progress=on_progress)
+    if result.failed:
+        raise RuntimeError(f"capture: {len(result.failed)} samples failed")
+    reader = DatasetReader(out / "sweep")
+    info = dataset_info(reader)
+    (out / "sweep" / "info.json").write_text(json.dumps(info, indent=1))
+    sheet = preview(reader, out / "sweep" / "preview.png", sources=6, per_source=6)
+    _done(
+        summary,
+        t,
+        command=f"hil-tune capture --driver sim --source bundled -m {cfg.samples_per_source} --patch "
+        f"{cfg.patch} --region {cfg.region} --workers {cfg.workers} --out {out}/sweep",
+        facts={
+            "samples": result.written,
+            "samples_per_s": round(result.written / result.seconds, 2),
+            "median_clipped": info["clipped_share"]["median"],
+        },
+        artefacts={"preview": "sweep/preview.png", "info": "sweep/info.json"},
+    )
+
+    t = _step(console, summary, "proxy", "train the grey-box proxy, then measure it against the ISP")
+    tcfg = TrainConfig(
+        epochs=cfg.proxy_epochs, batch=8, optimizer="adam", lr=1e-3, val_sources=cfg.held_out_share, seed=cfg.seed
+    )
+    with progress(TextColumn("{task.fields[info]}"), console=console) as bar:
+        task = bar.add_task("proxy epochs", total=cfg.proxy_epochs, info="")
+
+        def epoch_done(r: dict[str, Any]) -> None:
+            bar.update(task, advance=1, info=f"unseen images {r['val_sources_psnr']:.2f} dB")
+
+        final = train_proxy(out / "sweep", out / "proxy", profile, ProxyConfig(), tcfg, on_epoch=epoch_done)
+    with console.status("fidelity report: sensitivity curves and rank agreement on the ISP"):
+        rep = evaluate_proxy(
+            out / "proxy",
+            out / "sweep",
+            out / "proxy" / "report",
+            sensitivity_points=3,
+            rank_sets=6,
+            sensitivity_params=list(cfg.sensitivity),
+        )
+    _done(
+        summary,
+        t,
+        command=f"hil-tune train proxy {out}/sweep --out {out}/proxy --epochs {cfg.proxy_epochs} "
+        f"--optimizer adam --lr 1e-3 && hil-tune eval proxy {out}/proxy {out}/sweep",
+        facts={
+            "held_out_sources": final["split"]["held_out_sources"],
+            "fidelity": rep["fidelity"],
+            "spearman": rep["rank_agreement"]["spearman_mean"],
+        },
+        artefacts={
+            "curves": "proxy/curves.png",
+            "sensitivity": "proxy/report/sensitivity.png",
+            "side_by_side": "proxy/report/side_by_side.png",
+            "report": "proxy/report/report.json",
+        },
+    )
+
+    t = _step(console, summary, "predictor", "train the attention-aware predictor, evaluate on the real ISP")
+    with progress(TextColumn("{task.fields[info]}"), console=console) as bar:
+        task = bar.add_task("predictor epochs", total=cfg.predictor_epochs, info="")
+        train_predictor(
+            out / "sweep",
+            out / "proxy",
+            "reference",
+            out / "predictor",
+            PredictorConfig(),
+            PredictorTrainConfig(epochs=cfg.predictor_epochs, seed=cfg.seed),
+            on_epoch=lambda r: bar.update(task, advance=1, info=f"loss {r['train_loss']:.4f}"),
+        )
+    held = final["split"]["held_out_sources"]
+    with console.status("expert and oracle settings by CMA-ES on the real ISP, then the table"):
+        table = evaluate_predictor(
+            out / "predictor",
+            held,
+            out / "predictor" / "report",
+            size=cfg.eval_size,
+            expert_budget=cfg.expert_budget,
+            oracle_budget=cfg.oracle_budget,
+            train_images=cfg.expert_images,
+            workers=cfg.workers,
+            seed=cfg.seed,
+        )
+    _done(
+        summary,
+        t,
+        command=f"hil-tune train predictor {out}/sweep --proxy {out}/proxy --task reference --out "
+        f"{out}/predictor && hil-tune eval predictor {out}/predictor " + " ".join(f"--images {h}" for h in held),
+        facts={
+            "table": table["summary"],
+            "margins_db": table["margins_db"],
+            "held_out": held,
+            "expert_budget": cfg.expert_budget,
+            "oracle_budget": cfg.oracle_budget,
+        },
+        artefacts={
+            "grid": "predictor/report/grid.png",
+            "table": "predictor/report/report.md",
+            "curves": "predictor/curves.png",
+        },
+    )
+
+    t = _step(console, summary, "live", "per-frame parameters pushed to the emulated serial board")
+    live = _live(out, cfg, held[0], console)
+    _done(
+        summary,
+        t,
+        command=f"hil-tune emulate serial --link /tmp/board & hil-tune live --driver serial --device "
+        f"/tmp/board --predictor {out}/predictor --frames {cfg.live_frames}",
+        facts=live,
+        artefacts={"preview": "live/preview.gif", "log": "live/live.jsonl"},
+    )
+
+    summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return write_report(out, summary)
+
+
+def _live(out: Path, cfg: DemoConfig, scene: str, console: Console) -> dict[str, Any]:
+    from hil_tune.cli_live import _label, write_preview
+    from hil_tune.drivers.emulator import SerialEmulator
+    from hil_tune.drivers.firmware import BoardFirmware
+    from hil_tune.drivers.registry import create_driver
+    from hil_tune.live import LiveLoop, LiveSettings
+
+    (out / "live").mkdir(parents=True)
+    model, _, profile = load_predictor(out / "predictor")
+    firmware = BoardFirmware(sensor=scene.removeprefix("bundled:"), sensor_size=128)
+    kept: list[Any] = []
+    with SerialEmulator(firmware, link=out / "live" / "board") as emu:
+        driver = create_driver("serial", load_profile("emulated-board"), device=str(emu.link))
+        loop = LiveLoop(
+            driver,
+            model,
+            profile,
+            LiveSettings(frames=cfg.live_frames),
+            log=out / "live" / "live.jsonl",
+            on_frame=lambda f, r: (
+                kept.append((f.image, f"#{r['frame']} {_label(f.params)}"))
+                if r["frame"] % max(1, cfg.live_frames // 12) == 0
+                else None
+            ),
+        )
+        with progress(console=console) as bar:
+            task = bar.add_task("live frames", total=cfg.live_frames)
+            loop.on_frame = _chain(loop.on_frame, lambda f, r: bar.update(task, advance=1))
+            summary = loop.run()
+    write_preview(kept[:12], out / "live" / "preview.gif")
+    s = summary.as_dict()
+    (out / "live" / "summary.json").write_text(json.dumps(s, indent=1))
+    return {
+        k: s[k]
+        for k in (
+            "frames",
+            "fps",
+            "pushes",
+            "pushed_params",
+            "skipped_in_flight",
+            "rate_limited",
+            "bad_predictions",
+            "faults",
+            "latency_ms",
+            "bytes_per_push",
+        )
+    }
+
+
+def _chain(a: Any, b: Any) -> Any:
+    def both(frame: Any, row: dict[str, Any]) -> None:
+        if a is not None:
+            a(frame, row)
+        b(frame, row)
+
+    return both
