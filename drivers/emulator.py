@@ -86,6 +86,7 @@ class SerialEmulator:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._unplug_pending = False
+        self._plug_lock = threading.RLock()
 
     def __enter__(self) -> Self:
         self.start()
@@ -113,20 +114,23 @@ class SerialEmulator:
 
     def unplug(self) -> None:
         """The adapter vanishes: the host's open port starts failing and the symlink goes."""
-        self.plugged = False
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2)
-        self._close_fds()
-        if self.link is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.link.unlink()
+        with self._plug_lock:  # a replug waits for an unplug in progress (fault injection runs one)
+            self.plugged = False
+            self._stop.set()
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(timeout=2)
+            gone = self.path
+            self._close_fds()
+            if self.link is not None:
+                with contextlib.suppress(OSError):
+                    if os.readlink(self.link) == gone:  # never remove the link of a newer plug-in
+                        self.link.unlink()
 
     def replug(self) -> str:
         """Back on the bus (a new pty, the same symlink); the firmware keeps its registers."""
-        if self.plugged:
-            self.unplug()
-        return self.start()
+        self.unplug()
+        with self._plug_lock:
+            return self.start()
 
     def stop(self) -> None:
         self.unplug()

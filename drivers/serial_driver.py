@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import random
+import termios
 import time
 from typing import Any
 
@@ -25,10 +26,11 @@ class SerialLink:
     def __init__(self, port: str, *, baudrate: int = 921600, retries: int = 3, attempt_timeout: float = 0.5) -> None:
         import serial
 
-        self._serial_error = serial.SerialException
+        # termios.error escapes pyserial when the pty or adapter vanishes mid-call (tcdrain, tcflush).
+        self._serial_error = (serial.SerialException, termios.error)
         try:
             self._port = serial.Serial(port, baudrate=baudrate, timeout=0.005, write_timeout=1.0, exclusive=True)
-        except (serial.SerialException, OSError) as err:
+        except (serial.SerialException, termios.error, OSError) as err:
             raise DeviceNotFound(f"serial: cannot open {port}: {err}") from None
         self.port, self.retries, self.attempt_timeout = port, retries, attempt_timeout
         self._decoder = p.StreamDecoder()
@@ -40,7 +42,7 @@ class SerialLink:
         try:
             self._port.write(data)
             self._port.flush()
-        except (self._serial_error, OSError) as err:
+        except (*self._serial_error, OSError) as err:
             raise DeviceDisconnected(f"serial {self.port}: write failed ({err})") from None
         self.tx_bytes += len(data)
 
@@ -49,7 +51,7 @@ class SerialLink:
         while time.monotonic() < end:
             try:
                 data = self._port.read(max(1, self._port.in_waiting))
-            except (self._serial_error, OSError) as err:
+            except (*self._serial_error, OSError) as err:
                 raise DeviceDisconnected(f"serial {self.port}: read failed ({err})") from None
             if not data:
                 continue
@@ -87,7 +89,7 @@ class SerialLink:
         return read_frame_chunked(self, header, deadline)
 
     def close(self) -> None:
-        with contextlib.suppress(self._serial_error, OSError):
+        with contextlib.suppress(*self._serial_error, OSError):
             self._port.close()
 
 

@@ -1,0 +1,126 @@
+"""Predictor benchmark: the evaluation table (default / expert / predicted / oracle on the real ISP)
+for a fixed small configuration, and predictor inference time at a 256x256 preview on CPU.
+
+Configuration (stated in the JSON): the proxy benchmark's sweep when present (benchmarks/work:
+six bundled photos, 24 samples each, plausible region, 64x64 patches), else a fresh sweep of 12
+samples per photo; a grey-box proxy (30 epochs, Adam), the predictor (40 epochs, reference task),
+two held-out photos, CMA-ES budgets 48 (expert, 4 training images) and 24 (oracle, per image).
+Writes benchmarks/results/predictor.json. Usage: python benchmarks/predictor.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from hil_tune.capture.dataset import DatasetFolder
+from hil_tune.capture.loop import CaptureSettings, run_capture
+from hil_tune.capture.plan import build_plan
+from hil_tune.capture.sources import resolve_sources
+from hil_tune.models.predictor import AttentionPredictor, PredictorConfig
+from hil_tune.models.proxy import ProxyConfig
+from hil_tune.profiles import load_profile
+from hil_tune.train.predictor_eval import evaluate_predictor
+from hil_tune.train.predictor_train import PredictorTrainConfig, train_predictor
+from hil_tune.train.proxy_train import TrainConfig, train_proxy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def inference_ms(repeats: int = 200) -> dict[str, float]:
+    torch.set_num_threads(1)
+    model = AttentionPredictor(20, [0.0] * 20, [1.0] * 20, PredictorConfig()).eval()
+    x = torch.rand(1, 4, 128, 128)  # a 256x256 RAW preview, packed
+    times = []
+    with torch.no_grad():
+        for _ in range(20):
+            model(x)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return {
+        "p50": times[len(times) // 2],
+        "p99": times[int(len(times) * 0.99) - 1],
+        "weights": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predictor.json")
+    ap.add_argument("--epochs", type=int, default=40)
+    args = ap.parse_args()
+    speed = inference_ms()
+    print(f"predictor inference at 256x256, one thread: p50 {speed['p50']:.2f} ms, p99 {speed['p99']:.2f} ms")
+    data = args.work / "sweep-synthetic"
+    if not (data / "plan.json").exists():
+        plan = build_plan(load_profile("synthetic"), resolve_sources(["bundled"]), samples_per_source=12, patch=64)
+        DatasetFolder(data).create(plan)
+        run_capture(data, CaptureSettings("sim"), workers=os.cpu_count() or 1)
+    profile = DatasetFolder(data).plan().load_profile()
+    proxy = args.work / "pred-bench-proxy"
+    shutil.rmtree(proxy, ignore_errors=True)
+    final = train_proxy(
+        data, proxy, profile, ProxyConfig(), TrainConfig(epochs=30, optimizer="adam", lr=1e-3, val_sources=0.34)
+    )
+    run = args.work / "pred-bench-predictor"
+    shutil.rmtree(run, ignore_errors=True)
+    t = time.perf_counter()
+    train_predictor(data, proxy, "reference", run, PredictorConfig(), PredictorTrainConfig(epochs=args.epochs))
+    train_s = time.perf_counter() - t
+    held = final["split"]["held_out_sources"]
+    report = evaluate_predictor(
+        run,
+        held,
+        run / "report",
+        size=64,
+        expert_budget=48,
+        oracle_budget=24,
+        train_images=4,
+        workers=os.cpu_count() or 1,
+    )
+    out = {
+        "benchmark": "predictor",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+        f"{platform.python_version()}, torch {torch.__version__}",
+        "config": {
+            "dataset": str(data.relative_to(ROOT)) if data.is_relative_to(ROOT) else str(data),
+            "proxy": "greybox, 30 epochs Adam 1e-3",
+            "predictor_epochs": args.epochs,
+            "held_out_images": held,
+            "crop": 64,
+            "expert_budget": 48,
+            "expert_train_images": 4,
+            "oracle_budget": 24,
+            "optimiser": report["optimiser"],
+            "seed": 0,
+        },
+        "table": report["summary"],
+        "margins_db": report["margins_db"],
+        "per_image": [{k: v for k, v in r.items() if k != "predicted_params"} for r in report["per_image"]],
+        "predictor_train_seconds": round(train_s, 1),
+        "inference_256_cpu_ms": speed,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    for m, s in report["summary"].items():
+        print(f"{m:10} PSNR {s['psnr']:6.2f} dB  SSIM {s['ssim']:.3f}  loss {s['loss']:.4f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
