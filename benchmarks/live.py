@@ -13,16 +13,16 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hil_tune.drivers.emulator import SerialEmulator
-from hil_tune.drivers.firmware import BoardFirmware
 from hil_tune.drivers.genicam_driver import bundled_producer
 from hil_tune.drivers.registry import create_driver
 from hil_tune.live import LiveLoop, LiveSettings
@@ -47,7 +47,11 @@ def predictor_for(profile, amount: float) -> torch.nn.Module:
     torch.manual_seed(0)
     n = len(profile.space)
     region = profile.get_region("plausible") if "plausible" in profile.regions() else profile.space.full_region()
-    model = AttentionPredictor(n, list(region.lower), list(region.upper), PredictorConfig()).eval()
+    lower, upper = list(region.lower), list(region.upper)
+    if "filter-strength" in profile.space:  # keep BM3D off: the figures are the loop's, not the ISP's
+        j = profile.space.names.index("filter-strength")
+        lower[j] = upper[j] = 0.0
+    model = AttentionPredictor(n, lower, upper, PredictorConfig()).eval()
     return Jitter(model, amount)
 
 
@@ -85,13 +89,43 @@ def main() -> int:
         create_driver("sim", synthetic, sensor_size=256, power_on={"filter-strength": 0.0}), synthetic, args.frames
     )
     with tempfile.TemporaryDirectory() as tmp:
-        fw = BoardFirmware(sensor_size=256, power_on={"filter-strength": 0.0})
-        with SerialEmulator(fw, link=Path(tmp) / "board") as emu:
+        # The board is another device: its emulator runs in its own process, as hardware would not
+        # share this process's interpreter lock.
+        link = Path(tmp) / "board"
+        emu = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hil_tune.cli",
+                "emulate",
+                "serial",
+                "--link",
+                str(link),
+                "--sensor-size",
+                "256",
+                "--seconds",
+                "900",
+            ],
+            stdout=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not link.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
             board = load_profile("emulated-board")
-            # The jitter would switch the board's BM3D on and off; keep noise reduction off so the
-            # figures are the loop's, not BM3D's.
-            drv = create_driver("serial", board, device=str(emu.link))
+            drv = create_driver("serial", board, device=str(link))
             results["serial"] = run(drv, board, args.frames)
+            with drv:  # a two-parameter delta push on its own: what a typical live update costs
+                drv.set_params({"filter-strength": 0.0})
+                sizes = []
+                for gain in (1.5, 1.6, 1.5, 1.6):
+                    before = drv.link.tx_bytes + drv.link.rx_bytes
+                    drv.set_params({"gain-r": gain, "ccm01": gain - 1.5})
+                    sizes.append(drv.link.tx_bytes + drv.link.rx_bytes - before)
+            results["serial"]["two_param_delta_push_bytes"] = int(np.median(sizes))
+        finally:
+            emu.terminate()
+            emu.wait(timeout=30)
     cti = bundled_producer()
     if cti is not None:
         viky = load_profile("viky")
