@@ -111,6 +111,11 @@ def train_predictor(
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         history, start = side.get("history", []), int(state["epoch"]) + 1
+    # The weights kept are those of the epoch with the lowest held-out loss: with a few dozen
+    # training images the predictor starts to memorise them long before the last epoch.
+    best = min(
+        (h for h in history if h.get("held_out_loss") is not None), key=lambda h: h["held_out_loss"], default=None
+    )
     train_set = Subset(ds, train_pos)
     held_loader = DataLoader(Subset(ds, held_pos), batch_size=cfg.batch)
     gen = torch.Generator()
@@ -142,6 +147,9 @@ def train_predictor(
                 losses.append(task.loss(proxy(b["mosaic"].to(device), b["cfa"].to(device), u), b).item())
         record["held_out_loss"] = sum(losses) / len(losses) if losses else None
         history.append(record)
+        if record["held_out_loss"] is not None and (best is None or record["held_out_loss"] < best["held_out_loss"]):
+            best = record
+            checkpoint.save(out / "best.pt", {"model": model.state_dict()}, {**base, "epoch": epoch, "metrics": record})
         state = {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
@@ -153,8 +161,16 @@ def train_predictor(
             plot_curves(history, out / "curves.png", f"predictor ({task_spec}) on {dataset.name}")
         if on_epoch:
             on_epoch(record)
-    final = {**base, "epoch": cfg.epochs - 1, "history": history, "metrics": history[-1] if history else {}}
-    checkpoint.save(out / "model.pt", {"model": model.state_dict()}, final)
+    chosen = best if best is not None else (history[-1] if history else {})
+    final = {
+        **base,
+        "epoch": chosen.get("epoch", cfg.epochs - 1),
+        "history": history,
+        "metrics": chosen,
+        "kept": "lowest held-out loss" if best is not None else "last epoch",
+    }
+    weights = checkpoint.load(out / "best.pt")[0]["model"] if best is not None else model.state_dict()
+    checkpoint.save(out / "model.pt", {"model": weights}, final)
     return final
 
 
