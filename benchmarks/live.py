@@ -106,7 +106,7 @@ def main() -> int:
                 "--seconds",
                 "900",
             ],
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
         )
         try:
             deadline = time.monotonic() + 60
