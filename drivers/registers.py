@@ -103,8 +103,11 @@ class RegisterDriver(Driver):
         timeout: float = DEFAULT_TIMEOUT_S,
         device: str | None = None,
         serial_number: str | None = None,
+        retries: int = 3,
+        attempt_timeout: float = 0.5,
     ) -> None:
         super().__init__(profile, timeout=timeout)
+        self.retries, self.attempt_timeout = retries, attempt_timeout  # per request, on both transports
         if self.profile.device is None or self.profile.device.control != "registers":
             raise DeviceNotFound(f"profile {self.profile.name} has no register map ([device] control = 'registers')")
         self.selector = device

@@ -108,8 +108,9 @@ class SerialDriver(RegisterDriver):
         retries: int = 3,
         attempt_timeout: float = 0.5,
     ) -> None:
-        super().__init__(profile, timeout=timeout, device=device, serial_number=serial_number)
-        self.baudrate, self.retries, self.attempt_timeout = baudrate, retries, attempt_timeout
+        super().__init__(profile, timeout=timeout, device=device, serial_number=serial_number,
+                         retries=retries, attempt_timeout=attempt_timeout)  # fmt: skip
+        self.baudrate = baudrate
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

@@ -108,8 +108,9 @@ class UsbDriver(RegisterDriver):
         attempt_timeout: float = 0.5,
     ) -> None:
         # For USB the selector is the serial number: bus addresses change on every replug.
-        super().__init__(profile, timeout=timeout, device=device, serial_number=serial_number or device)
-        self.backend, self.retries, self.attempt_timeout = backend, retries, attempt_timeout
+        super().__init__(profile, timeout=timeout, device=device, serial_number=serial_number or device,
+                         retries=retries, attempt_timeout=attempt_timeout)  # fmt: skip
+        self.backend = backend
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
