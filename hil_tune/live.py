@@ -34,7 +34,7 @@ from hil_tune.drivers.base import Driver, Frame
 from hil_tune.drivers.errors import DeviceError, DeviceNotFound
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
-from hil_tune.raw import mosaic_rgb, pack4
+from hil_tune.raw import RawFrame, mosaic_rgb, pack4
 
 
 @dataclass
@@ -86,10 +86,8 @@ def preview_packed(frame: Frame, size: int) -> torch.Tensor:
     device gives no RAW (linearised and sampled through an RGGB mosaic)."""
     if frame.raw is not None and frame.cfa is not None:
         black, white = frame.raw_levels or ((0.0, 0.0, 0.0, 0.0), float(np.iinfo(np.uint16).max))
-        h, w = frame.raw.shape
-        tile = np.tile(np.asarray(black, dtype=np.float32).reshape(2, 2), (h // 2, w // 2))
-        norm = np.clip((frame.raw.astype(np.float32) - tile) / (np.float32(white) - tile), 0, 1)
-        packed = pack4(norm, frame.cfa)
+        raw = RawFrame(mosaic=frame.raw, cfa=frame.cfa, black_level=black, white_level=white)
+        packed = pack4(raw.normalized(), frame.cfa)
     else:
         linear = (frame.image.astype(np.float32) / 255) ** 2.2
         h, w = (frame.image.shape[0] // 2) * 2, (frame.image.shape[1] // 2) * 2

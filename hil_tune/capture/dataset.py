@@ -31,6 +31,8 @@ from PIL import Image
 
 from hil_tune.capture.plan import Plan
 from hil_tune.errors import HilTuneError
+from hil_tune.isp.foreign import FIRMWARES
+from hil_tune.raw import RawFrame
 
 PLAN = "plan.json"
 MANIFEST = "manifest.jsonl"
@@ -78,6 +80,15 @@ class Sample:
     raw: np.ndarray | None  # (H, W) uint16 mosaic; pack with hil_tune.raw.pack3/pack4 and meta["cfa"]
     output: np.ndarray  # (H, W, 3) uint8, what the ISP produced
     reference: np.ndarray | None  # (H, W, 3) uint8 for unprocessed sources
+
+    def frame(self) -> RawFrame:
+        """The RAW patch with its CFA and levels (a live sensor that recorded none: 16-bit full scale)."""
+        if self.raw is None:
+            raise DatasetError(f"sample {self.index}: the device gave no RAW")
+        black = self.meta.get("black_level") or (0.0, 0.0, 0.0, 0.0)
+        white = self.meta.get("white_level") or float(np.iinfo(np.uint16).max)
+        levels = (float(black[0]), float(black[1]), float(black[2]), float(black[3]))
+        return RawFrame(mosaic=self.raw, cfa=self.meta["cfa"], black_level=levels, white_level=float(white))
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -333,6 +344,12 @@ class DatasetReader:
     def __iter__(self) -> Iterator[Sample]:
         for index in self.indices:
             yield self.sample(index)
+
+    def firmware_variant(self) -> str:
+        """Which simulated ISP made the sweep: sim and the emulated board end their firmware string
+        with the variant's name."""
+        firmware = str(self.sample(self.indices[0]).meta["device"].get("firmware", ""))
+        return next((name for name in FIRMWARES if firmware.endswith(f"-{name}")), "synthetic")
 
     def sources(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}

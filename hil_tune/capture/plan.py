@@ -70,6 +70,13 @@ class Plan(BaseModel):
             raise InputError(f"plan: the stored profile {self.profile} does not match its recorded hash")
         return profile
 
+    def sampling_box(self) -> Region:
+        """The encoded box the plan sampled (for `around`, the whole cube: its union of boxes is
+        not one box). Proxies are trained and predictors confined inside it."""
+        if self.region.lower:
+            return Region(name=self.region.name, lower=self.region.lower, upper=self.region.upper)
+        return self.load_profile().space.full_region()
+
     def key(self) -> dict[str, Any]:
         """What must match for `--resume` to continue this plan."""
         return {
@@ -98,10 +105,6 @@ def around_boxes(
     return boxes
 
 
-def _lhc(profile: Profile, n: int, seed: int, region: Region) -> np.ndarray:
-    return profile.space.sample_lhc(n, seed=seed, region=region)
-
-
 def build_plan(
     profile: Profile,
     sources: list[Source],
@@ -122,11 +125,12 @@ def build_plan(
         raise ParameterError(f"--samples-per-source {samples_per_source}: need at least 1")
     space = profile.space
     boxes = around_boxes(profile, around, radius) if around is not None else None
+    box: Region | None = None
     if boxes is not None:
         region_spec = RegionSpec(name="around", centers=[b[2] for b in boxes], radius=radius)
     else:
-        r = profile.get_region(region)
-        region_spec = RegionSpec(name=r.name, lower=r.lower, upper=r.upper)
+        box = profile.get_region(region)
+        region_spec = RegionSpec(name=box.name, lower=box.lower, upper=box.upper)
     rows: list[PlanRow] = []
     source_info: list[dict[str, Any]] = []
     for source in sources:
@@ -140,21 +144,17 @@ def build_plan(
             info = {"id": source.id, "kind": source.kind, "location": source.location,
                     "shape": list(frame.shape), "cfa": frame.cfa, "patches": len(windows)}  # fmt: skip
         source_info.append(info)
-        if boxes is None:
-            units = _lhc(
-                profile,
-                samples_per_source,
-                s_seed,
-                Region(**region_spec.model_dump(include={"name", "lower", "upper"})),
-            )
+        if box is not None:
+            units = space.sample_lhc(samples_per_source, seed=s_seed, region=box)
         else:
+            assert boxes is not None
             # Samples split over the centres in turn; each centre's share is its own small hypercube.
             units = np.empty((samples_per_source, len(space)))
             for k, (lo, hi, _) in enumerate(boxes):
                 idx = np.arange(k, samples_per_source, len(boxes))
                 if len(idx):
-                    box = Region(name="around", lower=tuple(lo), upper=tuple(hi))
-                    units[idx] = _lhc(profile, len(idx), s_seed + k, box)
+                    near = Region(name="around", lower=tuple(lo), upper=tuple(hi))
+                    units[idx] = space.sample_lhc(len(idx), seed=s_seed + k, region=near)
         for j, u in enumerate(units):
             params = space.decode(u)
             rows.append(PlanRow(

@@ -37,13 +37,9 @@ def to_tensors(sample: Sample, packing: str = "pack4") -> dict[str, Any]:
     """RAW normalised to [0, 1] and packed (pack4: 4 x H/2 x W/2, the default; pack3: the paper's
     3 x H x W by Bayer position), output and reference as 3 x H x W floats in [0, 1]."""
     meta = sample.meta
-    assert sample.raw is not None, "samples without RAW (a live sensor that gives none) cannot train a proxy"
-    black = np.asarray(meta.get("black_level") or [0, 0, 0, 0], dtype=np.float32).reshape(2, 2)
-    white = np.float32(meta.get("white_level") or 65535)
-    h, w = sample.raw.shape
-    tile = np.tile(black, (h // 2, w // 2))
-    norm = np.clip((sample.raw.astype(np.float32) - tile) / (white - tile), 0, 1)
-    packed = pack4(norm, meta["cfa"]) if packing == "pack4" else pack3(norm, meta["cfa"])
+    frame = sample.frame()  # normalised exactly as the ISP normalises it
+    norm = frame.normalized()
+    packed = pack4(norm, frame.cfa) if packing == "pack4" else pack3(norm, frame.cfa)
     out = {
         "index": sample.index,
         "mosaic": torch.from_numpy(norm[None]),

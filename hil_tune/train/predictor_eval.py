@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
+from hil_tune.capture.dataset import DatasetReader
 from hil_tune.capture.sources import Source, load_source, resolve_sources
 from hil_tune.errors import InputError
 from hil_tune.isp.foreign import isp_for
@@ -44,11 +45,7 @@ def predict_params(model: torch.nn.Module, profile: Profile, frame: RawFrame) ->
 
 
 def _firmware(side: dict[str, Any]) -> str:
-    from hil_tune.capture.dataset import DatasetReader
-
-    reader = DatasetReader(side["dataset"]["path"])
-    meta = reader.sample(reader.indices[0]).meta["device"]
-    return "foreign" if str(meta.get("firmware", "")).endswith("-foreign") else "synthetic"
+    return DatasetReader(side["dataset"]["path"]).firmware_variant()
 
 
 # -- the real ISP in worker processes (a board would be driven through its driver instead) ----------

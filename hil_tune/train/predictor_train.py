@@ -35,16 +35,6 @@ class PredictorTrainConfig:
     device: str = "cpu"
 
 
-def region_bounds(ds: SweepDataset, profile: Profile) -> tuple[list[float], list[float]]:
-    plan = ds.reader.plan
-    if plan.region.name == "around" or not plan.region.lower:
-        region = profile.space.full_region()
-    else:
-        region = profile.get_region(plan.region.name) if plan.region.name in profile.regions() else None
-        region = region or profile.space.full_region()
-    return list(region.lower), list(region.upper)
-
-
 def distinct_patches(ds: SweepDataset, exclude_sources: set[str]) -> tuple[list[int], list[int]]:
     """(train positions, held-out positions): one per distinct (source, patch)."""
     seen: set[tuple[str, Any]] = set()
@@ -90,7 +80,8 @@ def train_predictor(
         raise checkpoint.CheckpointError(f"{dataset}: captured with another profile than the proxy's")
     held_sources = set(proxy_side["split"]["held_out_sources"])
     train_pos, held_pos = distinct_patches(ds, held_sources)
-    lower, upper = region_bounds(ds, profile)
+    box = ds.reader.plan.sampling_box()
+    lower, upper = list(box.lower), list(box.upper)
     model = build_predictor(profile, lower, upper, config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ckpt = out / "checkpoint.pt"

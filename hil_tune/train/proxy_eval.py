@@ -67,16 +67,8 @@ class ProxyRunner:
 def device_for(ds: SweepDataset, profile: Profile, driver: str | None, options: dict[str, Any]) -> Driver:
     """The device the dataset came from: the named driver, or the simulator running the same firmware."""
     if driver is None:
-        meta = ds.reader.sample(ds.indices[0]).meta["device"]
-        firmware = "foreign" if str(meta.get("firmware", "")).endswith("-foreign") else "synthetic"
-        return create_driver("sim", profile, firmware=firmware, sensor_size=32)
+        return create_driver("sim", profile, firmware=ds.reader.firmware_variant(), sensor_size=32)
     return create_driver(driver, profile, **options)
-
-
-def _frame(sample: Any) -> RawFrame:
-    meta = sample.meta
-    black = tuple(float(b) for b in meta["black_level"])
-    return RawFrame(mosaic=sample.raw, cfa=meta["cfa"], black_level=black, white_level=float(meta["white_level"]))  # type: ignore[arg-type]
 
 
 def evaluate_proxy(
@@ -112,7 +104,7 @@ def evaluate_proxy(
         psnrs, ssims = [], []
         for pos in positions:
             sample = ds.reader.sample(ds.indices[pos])
-            pred = proxy(_frame(sample), [sample.meta["params_applied"]])[0]
+            pred = proxy(sample.frame(), [sample.meta["params_applied"]])[0]
             target = sample.output.astype(np.float32) / 255
             psnrs.append(_psnr(pred, target))
             ssims.append(float(structural_similarity(pred, target, channel_axis=-1, data_range=1.0)))
@@ -122,11 +114,7 @@ def evaluate_proxy(
     report["fidelity"] = fidelity
 
     held = [ds.indices[p] for p in (split.val_sources or split.val_params)]
-    region = (
-        profile.get_region(ds.reader.plan.region.name)
-        if ds.reader.plan.region.name != "around"
-        else profile.space.full_region()
-    )
+    region = ds.reader.plan.sampling_box()
     with device_for(ds, profile, driver, driver_options or {}) as device:
 
         def on_device(frame: RawFrame, params: ParamDict) -> np.ndarray:
@@ -135,7 +123,7 @@ def evaluate_proxy(
 
         # 2. Sensitivity: one parameter at a time around the first held-out sample.
         base_sample = ds.reader.sample(held[0])
-        base_frame, base = _frame(base_sample), dict(base_sample.meta["params_applied"])
+        base_frame, base = base_sample.frame(), dict(base_sample.meta["params_applied"])
         curves: dict[str, Any] = {}
         for j, spec in enumerate(profile.space):
             if sensitivity_params is not None and spec.name not in sensitivity_params:
@@ -163,7 +151,7 @@ def evaluate_proxy(
         sets = profile.space.sample_params(rank_sets, seed=seed + 17, region=region)
         for index in with_ref:
             sample = ds.reader.sample(index)
-            frame, ref = _frame(sample), sample.reference.astype(np.float32) / 255
+            frame, ref = sample.frame(), sample.reference.astype(np.float32) / 255
             dev_loss = [float(np.mean((on_device(frame, p) - ref) ** 2)) for p in sets]
             prx_loss = [float(np.mean((q - ref) ** 2)) for q in proxy(frame, sets)]
             rhos.append(float(spearmanr(dev_loss, prx_loss).statistic))
