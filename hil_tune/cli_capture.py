@@ -46,34 +46,34 @@ def capture(
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Driver option KEY=VALUE.")] = None,
 ) -> None:
     """Sweep LHC parameter sets over sources through a device into a resumable dataset."""
-    import inspect
-
     from hil_tune.capture.dataset import DatasetFolder
     from hil_tune.capture.loop import CaptureSettings, run_capture
-    from hil_tune.capture.plan import build_plan, read_around
+    from hil_tune.capture.plan import Plan, build_plan, read_around
     from hil_tune.capture.sources import resolve_sources
-    from hil_tune.cli_devices import open_options
-    from hil_tune.profiles import load_profile
+    from hil_tune.cli_devices import driver_profile, open_options
     from hil_tune.ui import progress
 
     cls, options = open_options(driver, device, option or [], 10.0)
     options.pop("timeout")
     folder = DatasetFolder(out_dir)
-    if folder.exists() and resume and profile is None:
-        prof = folder.plan().load_profile()  # resuming needs nothing but the folder
-    else:
-        prof = load_profile(profile or inspect.signature(cls).parameters["profile"].default)
     if folder.exists() and not resume:
         raise InputError(f"{out_dir} already holds a dataset: add --resume to continue it, or choose a new folder")
     if not folder.exists() and out_dir.exists() and any(out_dir.iterdir()):
         raise InputError(f"{out_dir} exists and is not empty; choose a new folder")
-    if folder.exists():
-        plan = folder.plan()
+    existing = folder.plan() if folder.exists() else None
+    # Resuming needs nothing but the folder: the plan holds the whole profile.
+    prof = existing.load_profile() if existing is not None and profile is None else driver_profile(cls, profile)
+
+    def plan_from_options() -> Plan:
+        return build_plan(prof, resolve_sources(source or []), samples_per_source=samples_per_source, seed=seed,
+                          patch=patch, region=region, around=read_around(around) if around else None,
+                          radius=radius, shard_size=shard_size)  # fmt: skip
+
+    if existing is not None:
+        plan = existing
         if source:
-            wanted = build_plan(prof, resolve_sources(source), samples_per_source=samples_per_source, seed=seed,
-                                patch=patch, region=region, around=read_around(around) if around else None,
-                                radius=radius, shard_size=shard_size)  # fmt: skip
-            diff = {k: (v, wanted.key()[k]) for k, v in plan.key().items() if wanted.key()[k] != v}
+            wanted = plan_from_options().key()
+            diff = {k: (v, wanted[k]) for k, v in plan.key().items() if wanted[k] != v}
             if diff:
                 raise InputError(f"--resume: these differ from the dataset's plan: {diff}")
         err.print(f"resuming {out_dir}: plan of {len(plan.rows)} samples, region {plan.region.name}")
@@ -81,9 +81,7 @@ def capture(
         if not source:
             raise InputError("give at least one --source (file, folder, bundled, bundled:NAME or live)")
         with err.status("planning (loading sources, Latin hypercube)"):
-            plan = build_plan(prof, resolve_sources(source), samples_per_source=samples_per_source, seed=seed,
-                              patch=patch, region=region, around=read_around(around) if around else None,
-                              radius=radius, shard_size=shard_size)  # fmt: skip
+            plan = plan_from_options()
         folder.create(plan)
         err.print(f"planned {len(plan.rows)} samples ({len(plan.sources)} sources, region {plan.region.name})")
     settings = CaptureSettings(driver=driver, driver_options=options, profile=profile, retries=retries)

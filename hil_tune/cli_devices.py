@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hil_tune.errors import InputError
+from hil_tune.profiles import Profile, load_profile
 
 out = Console()
 err = Console(stderr=True)
@@ -66,10 +67,14 @@ def open_options(name: str, device: str | None, pairs: list[str], timeout: float
     return cls, options
 
 
+def driver_profile(cls: Any, profile: str | None) -> Profile:
+    """The profile asked for, or the one the driver is made for (its constructor's default)."""
+    return load_profile(profile or inspect.signature(cls).parameters["profile"].default)
+
+
 def make_driver(name: str, profile: str | None, device: str | None, pairs: list[str] | None, timeout: float) -> Any:
     cls, options = open_options(name, device, pairs or [], timeout)
-    chosen = profile or inspect.signature(cls).parameters["profile"].default
-    return cls(chosen, **options)
+    return cls(driver_profile(cls, profile), **options)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from PIL import Image, ImageDraw
 from rich.console import Console
 
 from hil_tune.errors import InputError
+from hil_tune.ui import frame_strip, live_label
 
 out = Console()
 err = Console(stderr=True)
@@ -19,32 +19,6 @@ err = Console(stderr=True)
 
 def register(app: typer.Typer) -> None:
     app.command("live")(live)
-
-
-def _label(params: dict[str, Any]) -> str:
-    keys = ("gain-r", "gain-b", "digital-gain", "usm-amount")
-    return " ".join(f"{k.replace('digital-', 'd')}={params[k]:g}" for k in keys if k in params)
-
-
-def write_preview(frames: list[tuple[np.ndarray, str]], path: Path) -> None:
-    tiles = []
-    for image, label in frames:
-        im = Image.fromarray(image).convert("RGB")
-        im.thumbnail((192, 192))
-        canvas = Image.new("RGB", (im.width, im.height + 14), "white")
-        canvas.paste(im, (0, 14))
-        ImageDraw.Draw(canvas).text((2, 1), label, fill="black")
-        tiles.append(canvas)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".gif":
-        tiles[0].save(path, save_all=True, append_images=tiles[1:], duration=150, loop=0)
-    else:
-        strip = Image.new("RGB", (sum(t.width for t in tiles), max(t.height for t in tiles)), "white")
-        x = 0
-        for t in tiles:
-            strip.paste(t, (x, 0))
-            x += t.width
-        strip.save(path)
 
 
 def live(
@@ -63,19 +37,17 @@ def live(
     max_push_hz: Annotated[float, typer.Option("--max-push-hz")] = 15.0,
 ) -> None:
     """Capture, predict, push the changed parameters; restore the device's own settings on exit."""
-    import inspect
     import threading
 
-    from hil_tune.cli_devices import open_options
+    from hil_tune.cli_devices import driver_profile, open_options
     from hil_tune.live import LiveLoop, LiveSettings
-    from hil_tune.profiles import load_profile
     from hil_tune.train.predictor_train import load_predictor
 
     if frames is None and seconds is None:
         frames = 300
     model, _, pred_profile = load_predictor(predictor)
     cls, options = open_options(driver, device, option or [], 10.0)
-    dev_profile = load_profile(profile or inspect.signature(cls).parameters["profile"].default)
+    dev_profile = driver_profile(cls, profile)
     if [s.describe() for s in dev_profile.space] != [s.describe() for s in pred_profile.space]:
         raise InputError(
             f"the predictor was trained for profile {pred_profile.name!r}, whose parameters differ from "
@@ -89,7 +61,7 @@ def live(
 
     def on_frame(frame: Any, row: dict[str, Any]) -> None:
         if preview is not None and row["frame"] % every == 0 and len(kept) < 16:
-            kept.append((frame.image, f"#{row['frame']} {_label(frame.params)}"))
+            kept.append((frame.image, f"#{row['frame']} {live_label(frame.params)}"))
 
     loop = LiveLoop(drv, model, pred_profile, settings, log=log, on_frame=on_frame)
     stop_now = threading.Event()
@@ -116,7 +88,7 @@ def live(
     if s["restore_error"]:
         err.print(f"[red]could not restore the device's parameters:[/] {s['restore_error']}")
     if preview is not None and kept:
-        write_preview(kept, preview)
+        frame_strip(kept, preview)
         out.print(f"wrote {preview}")
     if log is not None:
         out.print(f"log: {log}")

@@ -31,7 +31,7 @@ from hil_tune.train.predictor_eval import evaluate_predictor
 from hil_tune.train.predictor_train import PredictorTrainConfig, load_predictor, train_predictor
 from hil_tune.train.proxy_eval import evaluate_proxy
 from hil_tune.train.proxy_train import TrainConfig, train_proxy
-from hil_tune.ui import progress
+from hil_tune.ui import frame_strip, live_label, progress
 
 
 @dataclass
@@ -231,7 +231,6 @@ def run_demo(out: Path, cfg: DemoConfig, console: Console) -> Path:
 
 
 def _live(out: Path, cfg: DemoConfig, scene: str, console: Console) -> dict[str, Any]:
-    from hil_tune.cli_live import _label, write_preview
     from hil_tune.drivers.emulator import SerialEmulator
     from hil_tune.drivers.firmware import BoardFirmware
     from hil_tune.drivers.registry import create_driver
@@ -241,48 +240,19 @@ def _live(out: Path, cfg: DemoConfig, scene: str, console: Console) -> dict[str,
     model, _, profile = load_predictor(out / "predictor")
     firmware = BoardFirmware(sensor=scene.removeprefix("bundled:"), sensor_size=128)
     kept: list[Any] = []
-    with SerialEmulator(firmware, link=out / "live" / "board") as emu:
+    every = max(1, cfg.live_frames // 12)
+    with SerialEmulator(firmware, link=out / "live" / "board") as emu, progress(console=console) as bar:
+        task = bar.add_task("live frames", total=cfg.live_frames)
+
+        def on_frame(frame: Any, row: dict[str, Any]) -> None:
+            bar.update(task, advance=1)
+            if row["frame"] % every == 0:
+                kept.append((frame.image, f"#{row['frame']} {live_label(frame.params)}"))
+
         driver = create_driver("serial", load_profile("emulated-board"), device=str(emu.link))
-        loop = LiveLoop(
-            driver,
-            model,
-            profile,
-            LiveSettings(frames=cfg.live_frames),
-            log=out / "live" / "live.jsonl",
-            on_frame=lambda f, r: (
-                kept.append((f.image, f"#{r['frame']} {_label(f.params)}"))
-                if r["frame"] % max(1, cfg.live_frames // 12) == 0
-                else None
-            ),
-        )
-        with progress(console=console) as bar:
-            task = bar.add_task("live frames", total=cfg.live_frames)
-            loop.on_frame = _chain(loop.on_frame, lambda f, r: bar.update(task, advance=1))
-            summary = loop.run()
-    write_preview(kept[:12], out / "live" / "preview.gif")
-    s = summary.as_dict()
-    (out / "live" / "summary.json").write_text(json.dumps(s, indent=1))
-    return {
-        k: s[k]
-        for k in (
-            "frames",
-            "fps",
-            "pushes",
-            "pushed_params",
-            "skipped_in_flight",
-            "rate_limited",
-            "bad_predictions",
-            "faults",
-            "latency_ms",
-            "bytes_per_push",
-        )
-    }
-
-
-def _chain(a: Any, b: Any) -> Any:
-    def both(frame: Any, row: dict[str, Any]) -> None:
-        if a is not None:
-            a(frame, row)
-        b(frame, row)
-
-    return both
+        settings = LiveSettings(frames=cfg.live_frames)
+        summary = LiveLoop(driver, model, profile, settings, log=out / "live" / "live.jsonl", on_frame=on_frame).run()
+    frame_strip(kept[:12], out / "live" / "preview.gif")
+    facts = summary.as_dict()
+    (out / "live" / "summary.json").write_text(json.dumps(facts, indent=1))
+    return facts

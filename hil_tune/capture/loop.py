@@ -22,7 +22,7 @@ import numpy as np
 from hil_tune.capture.dataset import DatasetFolder, Sample, atomic_write, encode_sample, tar_bytes
 from hil_tune.capture.plan import Plan, PlanRow
 from hil_tune.capture.sources import Source, load_source
-from hil_tune.drivers.base import Driver
+from hil_tune.drivers.base import Driver, Frame
 from hil_tune.drivers.errors import DeviceError, DeviceNotFound
 from hil_tune.drivers.registry import create_driver
 from hil_tune.errors import HilTuneError
@@ -92,26 +92,8 @@ class SampleTaker:
     def take(self, row: PlanRow) -> tuple[dict[str, Any], float]:
         """Write one sample (pending tar); returns its manifest row and the seconds the device took."""
         patch = self._patch(row)
-        error, attempts, busy = "", 0, 0.0
-        for attempt in range(self.settings.retries + 1):
-            attempts = attempt + 1
-            try:
-                if not self.driver.is_open:
-                    self.driver.reconnect()  # finds the device again; frames made meanwhile are dropped
-                t = time.perf_counter()
-                self.driver.set_params(row.params, verify=True)
-                frame = self.driver.capture(patch, timeout=self.settings.timeout_s)
-                busy = time.perf_counter() - t
-                break
-            except DeviceError as err:
-                error = f"{type(err).__name__}: {err}"
-                # Not found *while reconnecting* is a cable still out: worth the remaining attempts.
-                transient = err.recoverable or isinstance(err, DeviceNotFound)
-                if not transient or attempt == self.settings.retries:
-                    return self._failed(row, error, attempts), 0.0
-                self.driver.close()
-                time.sleep(min(self.settings.backoff_s * 2**attempt, 5.0))
-        else:  # pragma: no cover - the loop always breaks or returns
+        frame, busy, attempts, error = self._settled_frame(row, patch)
+        if frame is None:
             return self._failed(row, error, attempts), 0.0
         sample = self._sample(row, patch, frame)
         t = time.perf_counter()
@@ -124,10 +106,32 @@ class SampleTaker:
         }  # fmt: skip
         return manifest, busy
 
+    def _settled_frame(self, row: PlanRow, patch: RawFrame | None) -> tuple[Frame | None, float, int, str]:
+        """Push and capture, reconnecting after a transient fault: (frame or None, device seconds,
+        attempts, last error)."""
+        attempt = 0
+        while True:
+            try:
+                if not self.driver.is_open:
+                    self.driver.reconnect()  # finds the device again; frames made meanwhile are dropped
+                t = time.perf_counter()
+                self.driver.set_params(row.params, verify=True)
+                frame = self.driver.capture(patch, timeout=self.settings.timeout_s)
+                return frame, time.perf_counter() - t, attempt + 1, ""
+            except DeviceError as err:
+                error = f"{type(err).__name__}: {err}"
+                # Not found *while reconnecting* is a cable still out: worth the remaining attempts.
+                transient = err.recoverable or isinstance(err, DeviceNotFound)
+                if not transient or attempt == self.settings.retries:
+                    return None, 0.0, attempt + 1, error
+                self.driver.close()
+                time.sleep(min(self.settings.backoff_s * 2**attempt, 5.0))
+                attempt += 1
+
     def _failed(self, row: PlanRow, error: str, attempts: int) -> dict[str, Any]:
         return {"index": row.index, "status": "failed", "source": row.source, "attempts": attempts, "error": error}
 
-    def _sample(self, row: PlanRow, patch: RawFrame | None, frame: Any) -> Sample:
+    def _sample(self, row: PlanRow, patch: RawFrame | None, frame: Frame) -> Sample:
         space = self.profile.space
         info = self.info
         if patch is not None:

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from hil_tune.capture.dataset import DatasetReader
-from hil_tune.ui import contact_sheet
+from hil_tune.ui import contact_sheet, param_label
 
 CLIP_BINS = np.linspace(0.0, 1.0, 11)
 
@@ -53,10 +53,6 @@ def dataset_info(reader: DatasetReader) -> dict[str, Any]:
     }
 
 
-def _label(params: dict[str, Any], keys: list[str]) -> str:
-    return " ".join(f"{k}={params[k]:g}" if not isinstance(params[k], str) else f"{k}={params[k]}" for k in keys)
-
-
 def preview(reader: DatasetReader, out: Path, *, sources: int = 4, per_source: int = 8, tile: int = 160) -> Path:
     """Outputs across the sweep for a few sources (like the paper's Fig. 1), labelled with the two
     parameters that vary most within each row."""
@@ -70,7 +66,7 @@ def preview(reader: DatasetReader, out: Path, *, sources: int = 4, per_source: i
         cells = []
         if samples[0].reference is not None:
             cells.append(("reference", samples[0].reference))
-        cells += [(_label(s.meta["params_applied"], keys), s.output) for s in samples]
+        cells += [(param_label(s.meta["params_applied"], keys), s.output) for s in samples]
         rows.append((Path(source).name.removeprefix("bundled:"), cells))
     if not rows:
         raise ValueError("the dataset has no written samples to preview")
