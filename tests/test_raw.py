@@ -73,6 +73,19 @@ def test_normalized_uses_per_site_black_level():
         f.crop(0, 1, 2, 1)
 
 
+@pytest.mark.parametrize("black", [(64.0,) * 4, (60.0, 64.0, 70.0, 58.0)], ids=["one-black", "per-site"])
+@pytest.mark.parametrize("shape", [(6, 8), (700, 420)], ids=["inline", "threaded"])
+def test_16bit_level_table_is_bit_identical_to_the_arithmetic(black, shape):
+    """uint16 mosaics are levelled by table look-up; the float path computes the same thing."""
+    codes = np.random.default_rng(5).integers(0, 4096, shape).astype(np.uint16)
+    codes[0, :4] = [0, 63, 4000, 4095]  # below black, above white
+    table = RawFrame(mosaic=codes, cfa="BGGR", black_level=black, white_level=3900)
+    arith = RawFrame(mosaic=codes.astype(np.float32), cfa="BGGR", black_level=black, white_level=3900)
+    out = table.normalized()
+    assert out.dtype == np.float32 and out.min() == 0.0 and out.max() == 1.0
+    np.testing.assert_array_equal(out, arith.normalized())
+
+
 @pytest.mark.parametrize("cfa", CFA_PATTERNS)
 def test_dng_written_by_pidng_reads_back(tmp_path, cfa):
     frame = unprocess(RED, seed=2, cfa=cfa)

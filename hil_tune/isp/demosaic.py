@@ -12,6 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from hil_tune.isp.workspace import Workspace, scratch
 from hil_tune.raw import site_names
 
 # Malvar-He-Cutler filters (coefficients x 8), as published.
@@ -55,39 +56,43 @@ FILTERS = {
 }
 
 
-def _correlate(mosaic: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def _correlate(mosaic: np.ndarray, kernel: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
     """2-D correlation (filter2D does not flip the kernel) with parity-preserving mirrored borders."""
-    return cv2.filter2D(mosaic, cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT_101)
+    return cv2.filter2D(mosaic, cv2.CV_32F, kernel, dst=dst, borderType=cv2.BORDER_REFLECT_101)
 
 
-def demosaic(mosaic: np.ndarray, cfa: str, method: str = "malvar2004") -> np.ndarray:
-    """(H, W) float mosaic -> planar (3, H, W) float32 linear RGB, clipped to [0, 1].
+def demosaic(mosaic: np.ndarray, cfa: str, method: str = "malvar2004", *, work: Workspace | None = None) -> np.ndarray:
+    """(H, W) float mosaic -> interleaved (H, W, 3) float32 linear RGB, clipped to [0, 1].
 
-    Planar, like torch and kornia: each later block then works on contiguous planes.
+    Interleaved, OpenCV's native layout: every later numpy block runs one multi-channel OpenCV call
+    on it (a 3-channel Gaussian blur is 3x faster than three planar ones). Each colour is assembled
+    as a contiguous plane from the filter outputs, then the planes are interleaved once.
     """
     if method not in FILTERS:
         raise ValueError(f"unknown demosaic method {method!r}; known: {', '.join(FILTERS)}")
     m = np.ascontiguousarray(mosaic, dtype=np.float32)
     h, w = m.shape
-    g_at_rb, x_row, x_col, x_opp = (_correlate(m, k) for k in FILTERS[method])
+    g_at_rb, x_row, x_col, x_opp = (
+        _correlate(m, k, scratch(work, f"demosaic.filter{i}", (h, w))) for i, k in enumerate(FILTERS[method])
+    )
 
-    out = np.empty((3, h, w), dtype=np.float32)
+    planes = [scratch(work, f"demosaic.{c}", (h, w)) for c in "RGB"]
     names = site_names(cfa)
     for dy in range(2):
         for dx in range(2):
             site = names[dy * 2 + dx]
-            known = m[dy::2, dx::2]
-            dst = out[:, dy::2, dx::2]
+            at = (slice(dy, None, 2), slice(dx, None, 2))
             if site in ("R", "B"):
                 own, other = ("RGB".index(site), "RGB".index("B" if site == "R" else "R"))
-                dst[own] = known
-                dst[1] = g_at_rb[dy::2, dx::2]
-                dst[other] = x_opp[dy::2, dx::2]
+                planes[own][at] = m[at]
+                planes[1][at] = g_at_rb[at]
+                planes[other][at] = x_opp[at]
             else:
                 row_colour = "R" if site == "Gr" else "B"
                 col_colour = "B" if site == "Gr" else "R"
-                dst[1] = known
-                dst["RGB".index(row_colour)] = x_row[dy::2, dx::2]
-                dst["RGB".index(col_colour)] = x_col[dy::2, dx::2]
+                planes[1][at] = m[at]
+                planes["RGB".index(row_colour)][at] = x_row[at]
+                planes["RGB".index(col_colour)][at] = x_col[at]
+    out = cv2.merge(planes, dst=scratch(work, "demosaic.rgb", (h, w, 3))).reshape(h, w, 3)  # 1-px-wide: keep 3 axes
     np.clip(out, 0.0, 1.0, out=out)
     return out

@@ -20,6 +20,7 @@ from hil_tune.isp.jpeg import jpeg_roundtrip
 from hil_tune.isp.sharpen import unsharp_mask
 from hil_tune.isp.tone import tone_uint8
 from hil_tune.isp.white_balance import white_balance
+from hil_tune.isp.workspace import Workspace, thread_workspace
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
 from hil_tune.raw import RawFrame
@@ -36,8 +37,9 @@ REQUIRED_PARAMS = (
 class IspStages:
     """Intermediate images of one run (for inspection and the benchmark) and per-block wall time.
 
-    Mosaics are (H, W) float32, RGB stages planar (3, H, W) float32 in linear light; `toned` is the
-    display-encoded 8-bit image (H, W, 3) before compression and `output` the decoded JPEG.
+    Mosaics are (H, W) float32, RGB stages interleaved (H, W, 3) float32 in linear light (OpenCV's
+    layout, which its multi-channel calls run fastest on); `toned` is the display-encoded 8-bit image
+    (H, W, 3) before compression and `output` the decoded JPEG.
     """
 
     denoised: np.ndarray
@@ -86,8 +88,20 @@ class SyntheticISP:
         """Defaults overlaid with `params`, validated and quantized; returns (values, warnings)."""
         return self.space.validate(params or {})
 
-    def stages(self, mosaic: np.ndarray, cfa: str, params: Mapping[str, object] | None = None) -> IspStages:
-        """Run every block on a normalised (H, W) mosaic and keep each intermediate."""
+    def stages(
+        self, mosaic: np.ndarray, cfa: str, params: Mapping[str, object] | None = None, *, scratch: bool = False
+    ) -> IspStages:
+        """Run every block on a normalised (H, W) mosaic and keep each intermediate (fresh arrays).
+
+        With `scratch=True` the intermediates are this thread's reused scratch arrays, exactly as
+        `run` renders, valid only until the next call in this thread: for timing the blocks as run.
+        """
+        return self._render(mosaic, cfa, params, thread_workspace() if scratch else None)
+
+    def _render(
+        self, mosaic: np.ndarray, cfa: str, params: Mapping[str, object] | None, work: Workspace | None
+    ) -> IspStages:
+        """The blocks in order; with a workspace, every intermediate lives in its reused scratch arrays."""
         p, _ = self.resolve(params)
         s = self.settings
         seconds: dict[str, float] = {}
@@ -119,23 +133,24 @@ class SyntheticISP:
             gain_g=float(p["gain-g"]),
             gain_b=float(p["gain-b"]),
             digital_gain=float(p["digital-gain"]),
+            work=work,
         )
         lap("white_balance")
-        rgb = demosaic(balanced, cfa, s.demosaic)
+        rgb = demosaic(balanced, cfa, s.demosaic, work=work)
         lap("demosaic")
-        corrected = color_matrix(rgb, ccm_from_params(p))
+        corrected = color_matrix(rgb, ccm_from_params(p), work=work)
         lap("ccm")
-        sharpened = unsharp_mask(corrected, amount=float(p["usm-amount"]), sigma=float(p["usm-sigma"]))
+        sharpened = unsharp_mask(corrected, amount=float(p["usm-amount"]), sigma=float(p["usm-sigma"]), work=work)
         lap("sharpen")
-        toned = tone_uint8(sharpened, curve=s.tone, gamma=s.gamma)
+        toned = tone_uint8(sharpened, curve=s.tone, gamma=s.gamma, work=work)
         lap("tone")
         output = jpeg_roundtrip(toned, quality=s.jpeg_quality, subsampling=s.jpeg_subsampling)
         lap("jpeg")
         return IspStages(denoised, balanced, rgb, corrected, sharpened, toned, output, seconds)
 
     def run(self, mosaic: np.ndarray, cfa: str, params: Mapping[str, object] | None = None) -> np.ndarray:
-        """Normalised (H, W) mosaic -> uint8 (H, W, 3) sRGB output."""
-        return self.stages(mosaic, cfa, params).output
+        """Normalised (H, W) mosaic -> uint8 (H, W, 3) sRGB output (a new array; the rest is scratch)."""
+        return self._render(mosaic, cfa, params, thread_workspace()).output
 
     def run_frame(self, frame: RawFrame, params: Mapping[str, object] | None = None) -> np.ndarray:
         return self.run(frame.normalized(), frame.cfa, params)

@@ -2,7 +2,8 @@
 
 Applied through a 65,536-entry lookup table: the curve's power function is the most expensive
 elementwise operation of the pipeline, and the table is exact to 1/65535 of the input, far below
-what 8-bit output can show.
+what 8-bit output can show. The index is made by one saturating OpenCV conversion (rounding and
+clipping in one pass) and the look-up runs in row bands on all cores (`bands`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from hil_tune.bands import take_in_bands
+from hil_tune.isp.workspace import Workspace, scratch
 from hil_tune.transfer import apply_curve
 
 LUT_SIZE = 65536
@@ -25,11 +28,12 @@ def tone_lut(curve: str, gamma: float) -> np.ndarray:
     return lut
 
 
-def _lut_index(rgb: np.ndarray) -> np.ndarray:
-    idx = np.multiply(rgb, np.float32(LUT_SIZE - 1), dtype=np.float32)
-    np.clip(idx, 0.0, np.float32(LUT_SIZE - 1), out=idx)
-    idx += np.float32(0.5)
-    return idx.astype(np.uint16)
+def _lut_index(rgb: np.ndarray, work: Workspace | None = None) -> np.ndarray:
+    """Float in [0, 1] -> nearest table index; saturate_cast clips out-of-range values to 0 or 65535."""
+    x = np.ascontiguousarray(rgb, dtype=np.float32)
+    flat = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)  # 1-channel 2-D: a plain scalar multiply
+    dst = scratch(work, "tone.index", flat.shape, np.uint16)
+    return cv2.multiply(flat, float(LUT_SIZE - 1), dst=dst, dtype=cv2.CV_16U).reshape(x.shape)
 
 
 @lru_cache(maxsize=8)
@@ -39,16 +43,18 @@ def tone_lut_uint8(curve: str, gamma: float) -> np.ndarray:
     return lut
 
 
-def tone_uint8(rgb: np.ndarray, *, curve: str = "srgb", gamma: float = 2.2) -> np.ndarray:
-    """Planar linear (3, H, W) -> interleaved display-encoded uint8 (H, W, 3) in one table look-up.
+def tone_uint8(
+    rgb: np.ndarray, *, curve: str = "srgb", gamma: float = 2.2, work: Workspace | None = None
+) -> np.ndarray:
+    """Linear (H, W, 3) -> display-encoded uint8 (H, W, 3) in one table look-up.
 
     What the pipeline uses: curve and 8-bit quantisation folded into one table, so the frame is
     read once instead of through a float curve and a separate rounding pass.
     """
-    planes = tone_lut_uint8(curve, gamma)[_lut_index(rgb)]  # planar, so the float data is read in order
-    return cv2.merge(list(planes))  # interleave the 8-bit result (a quarter of the bytes of the floats)
+    index = _lut_index(rgb, work)
+    return take_in_bands(tone_lut_uint8(curve, gamma), index, out=scratch(work, "tone", index.shape, np.uint8))
 
 
 def tone(rgb: np.ndarray, *, curve: str = "srgb", gamma: float = 2.2) -> np.ndarray:
     """Linear float in [0, 1] -> display-encoded float32 in [0, 1]."""
-    return tone_lut(curve, gamma)[_lut_index(rgb)]
+    return take_in_bands(tone_lut(curve, gamma), _lut_index(rgb))
