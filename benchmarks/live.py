@@ -71,10 +71,15 @@ def run(driver, profile, frames: int) -> dict:
         "quantize_ms": lat["quantize"],
         "push_ms": lat["push"],
         "capture_ms": lat["capture"],
+        "frame_to_applied_ms": lat["frame_to_applied"],
+        # the target figure: per frame, from the frame in hand to the device holding the new values
+        "predict_quantize_push_p99_ms": lat["frame_to_applied"]["p99"],
+        # a bound that needs no pairing: the slowest 1% of each stage as if they all met in one frame
+        "sum_of_stage_p99s_ms": lat["predict"]["p99"] + lat["quantize"]["p99"] + lat["push"]["p99"],
         "predict_quantize_push_offer_p99_ms": float(decide),
-        "predict_quantize_push_p99_ms": lat["predict"]["p99"] + lat["quantize"]["p99"] + lat["push"]["p99"],
         "loop_fps_without_isp": 1000.0 / lat["decide"]["p50"] if lat["decide"]["p50"] else None,
         "bytes_per_push": s["bytes_per_push"],
+        "held_params": s["held"],
     }
 
 
@@ -139,13 +144,14 @@ def main() -> int:
             "preview": 256,
             "predictor": PredictorConfig().as_dict(),
             "torch_threads": 1,
-            "push_policy": "every frame's jittered prediction (worst case)",
+            "push_policy": "every frame's jittered prediction (worst case); stream-restarting parameters held",
+            "board_emulator": "own process, OpenCV on one thread (a board's ISP does not run on the host)",
         },
         "drivers": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
-    head = ("driver", "predict p50/p99", "quantize p99", "push p50/p99", "sum p99", "bytes/push", "fps (no ISP)")
+    head = ("driver", "predict p50/p99", "quantize p99", "push p50/p99", "e2e p99", "bytes/push", "fps (no ISP)")
     print(f"{head[0]:8} {head[1]:>16} {head[2]:>13} {head[3]:>14} {head[4]:>8} {head[5]:>10} {head[6]:>12}")
     for k, r in results.items():
         print(

@@ -122,6 +122,7 @@ class Driver(ABC):
         self._seq = 0  # host count of parameter changes
         self._settled_tag: int | None = None  # device tag of the latest change, on tagging devices
         self._to_drop = 0  # frames still to drop after a change, on devices without tags
+        self._flushed = False  # set by a `_write` that restarted the stream: no frame in flight is stale
         self._applied: ParamDict = {}
         # Recent settings (seq, device tag, values): what an unsettled frame was made with.
         self._history: deque[tuple[int, int | None, ParamDict]] = deque(maxlen=32)
@@ -302,16 +303,21 @@ class Driver(ABC):
         self._applied = now
         self._mark_changed(None)
 
+    def _stream_restarted(self) -> None:
+        """For `_write`: the stream was stopped and started, so every later frame has the new values."""
+        self._flushed = True
+
     def _mark_changed(self, tag: int | None) -> None:
         self._seq += 1
         self._history.append((self._seq, tag, dict(self._applied)))
         info = self._info()
+        flushed, self._flushed = self._flushed, False
         if info.frame_tags and tag is not None:
             self._settled_tag = tag
             self._to_drop = 0
         else:
             self._settled_tag = None
-            self._to_drop = info.settle_frames
+            self._to_drop = 0 if flushed else info.settle_frames
 
     def capture(self, raw: RawFrame | None = None, *, timeout: float | None = None, wait: bool = True) -> Frame:
         """The next frame made with the parameters of the latest `set_params`.

@@ -77,6 +77,9 @@ class GenICamDriver(Driver):
         self._h: Any = None
         self._ia: Any = None
         self._props: dict[str, Any] = {}
+        # A stream restart starts the producer's frame ids again; ours keep counting up across it.
+        self._id_base = 0
+        self._last_id = -1
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -131,6 +134,7 @@ class GenICamDriver(Driver):
             self._check_nodes()
             self._ia.num_buffers = self.num_buffers
             self._ia.start()
+            self._id_base = self._last_id + 1  # a reopened stream counts from its own start again
         except BaseException:
             self._h = h
             self._disconnect()
@@ -255,6 +259,8 @@ class GenICamDriver(Driver):
                         self._set_node(name, values[name])
                 finally:
                     self._ia.start()
+                    self._stream_restarted()  # stopping dropped the buffered frames: none is stale
+                    self._id_base = self._last_id + 1
         except genapi.OutOfRangeException as err:
             raise ParameterRejected(f"genicam: device refused a value: {err}") from None
         except _genicam_errors() as err:
@@ -278,7 +284,7 @@ class GenICamDriver(Driver):
                 comp = buf.payload.components[0]
                 h, w = comp.height, comp.width
                 data = np.array(comp.data, copy=True)  # the buffer goes back to the producer on exit
-                frame_id = int(buf.frame_id)
+                frame_id = self._id_base + int(buf.frame_id)
                 try:
                     stamp: int | None = int(buf.timestamp_ns)
                 except gentl.GenericException:
@@ -290,4 +296,5 @@ class GenICamDriver(Driver):
         channels = data.size // (h * w)
         image = data.reshape(h, w, channels)
         image = np.repeat(image, 3, axis=2) if channels == 1 else image[:, :, :3]
+        self._last_id = max(self._last_id, frame_id)
         return Grab(image=np.ascontiguousarray(image), frame_id=frame_id, device_time_ns=stamp)

@@ -14,13 +14,17 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
+import cv2
 import numpy as np
 
 MIN_ELEMENTS_TO_SPLIT = 1 << 18  # below ~256k elements a thread hand-off costs more than it saves
 
 
 def worker_count() -> int:
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    """Threads for one look-up: the cores this process may use, capped by OpenCV's own thread setting
+    (one knob, `cv2.setNumThreads`, then limits the whole ISP)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores, cv2.getNumThreads()))
 
 
 @cache

@@ -214,9 +214,14 @@ def emulate_serial(
     seconds: Annotated[float, typer.Option(help="Stop after this long (0: until Ctrl-C).")] = 0.0,
 ) -> None:
     """Run the emulated ISP board on a pseudo-terminal and print its path; open it with --driver serial."""
+    import cv2
+
     from hil_tune.drivers.emulator import Faults, SerialEmulator
     from hil_tune.drivers.firmware import BoardFirmware
 
+    # A board's ISP runs on its own silicon: the emulator keeps to one host core, so that it takes
+    # from the host software under test (a live loop, a capture) as little as hardware would.
+    cv2.setNumThreads(1)
     try:
         fault_plan = Faults.parse(faults)
     except ValueError as e:

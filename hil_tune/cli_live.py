@@ -35,6 +35,9 @@ def live(
     alpha: Annotated[float, typer.Option(help="Weight of the newest prediction in the average.")] = 0.5,
     threshold: Annotated[float, typer.Option(help="Encoded distance before a parameter is pushed again.")] = 0.02,
     max_push_hz: Annotated[float, typer.Option("--max-push-hz")] = 15.0,
+    allow_restarts: Annotated[
+        bool, typer.Option("--allow-restarts", help="Also push parameters that stop and restart the stream.")
+    ] = False,
 ) -> None:
     """Capture, predict, push the changed parameters; restore the device's own settings on exit."""
     import threading
@@ -55,7 +58,7 @@ def live(
         )
     drv = cls(dev_profile, **options)
     settings = LiveSettings(frames=frames, seconds=seconds, alpha=alpha, threshold=threshold,
-                            max_push_hz=max_push_hz, dry_run=dry_run)  # fmt: skip
+                            max_push_hz=max_push_hz, dry_run=dry_run, allow_restarts=allow_restarts)  # fmt: skip
     kept: list[tuple[np.ndarray, str]] = []
     every = max(1, (frames or 300) // 16)
 
@@ -80,9 +83,12 @@ def live(
               f"({s['pushed_params']} values), {s['skipped_in_flight']} skipped in flight, {s['rate_limited']} "
               f"rate-limited, {s['bad_predictions']} bad predictions kept the last good, {s['faults']} faults "
               f"({s['gap_seconds']:.2f} s without frames)")  # fmt: skip
-    for k in ("capture", "predict", "quantize", "push"):
+    for k, label in (("capture", "capture"), ("predict", "predict"), ("quantize", "quantize"), ("push", "push"),
+                     ("frame_to_applied", "frame -> applied (predict + quantize + push)")):  # fmt: skip
         if lat[k]["n"]:
-            out.print(f"  {k:9} p50 {lat[k]['p50']:7.2f} ms   p99 {lat[k]['p99']:7.2f} ms")
+            out.print(f"  {label:9} p50 {lat[k]['p50']:7.2f} ms   p99 {lat[k]['p99']:7.2f} ms")
+    if s["held"]:
+        out.print(f"  held at their value (pushing them restarts the stream; --allow-restarts): {', '.join(s['held'])}")
     if s["bytes_per_push"] is not None:
         out.print(f"  bytes per push (median, both directions): {s['bytes_per_push']:.0f}")
     if s["restore_error"]:

@@ -5,6 +5,8 @@ capture -> predict -> smooth + hysteresis -> delta push (background thread) -> n
 - Capture never waits for a push: pushes run on their own thread; a push is skipped, never
   queued, while the previous one is in flight; a maximum push rate applies. The link itself is
   shared, so a capture may wait for one in-flight transaction (well under a millisecond).
+  Parameters a device takes only with its stream stopped (a GenICam Width) would stall capture
+  for a restart: they are held at their value unless `allow_restarts` says otherwise.
 - Frames are taken without dropping settle frames; each carries the parameters it was actually
   made with (by device tag, or by the settle count) and whether it was made mid-change.
 - Stability: predictions are smoothed (exponential moving average in the encoded space) and a
@@ -26,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812 - the universal torch idiom
 
 from hil_tune.drivers.base import Driver, Frame
 from hil_tune.drivers.errors import DeviceError, DeviceNotFound
@@ -49,6 +51,9 @@ class LiveSettings:
     capture_timeout_s: float = 5.0
     reconnect_attempts: int = 20
     backoff_s: float = 0.1
+    # Parameters the device only takes with its stream stopped (the profile's locked_while_streaming)
+    # stall capture for a stop-write-restart; live, they keep their value unless this allows it.
+    allow_restarts: bool = False
 
 
 @dataclass
@@ -67,6 +72,7 @@ class LiveSummary:
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     bytes_per_push: float | None = None
     restore_error: str | None = None
+    held: list[str] = field(default_factory=list)  # parameters kept fixed: pushing them restarts the stream
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -81,19 +87,46 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "n": len(values)}
 
 
+# 8-bit display value -> linear light (gamma 2.2), as a table: the same numbers as the power law
+_DISPLAY_TO_LINEAR = (np.arange(256, dtype=np.float32) / np.float32(255)) ** np.float32(2.2)
+
+
 def preview_packed(frame: Frame, size: int) -> torch.Tensor:
     """(1, 4, s/2, s/2) packed RAW in [0, 1] from a frame's RAW, or from its RGB preview when the
-    device gives no RAW (linearised and sampled through an RGGB mosaic)."""
+    device gives no RAW (linearised and sampled through an RGGB mosaic).
+
+    On the latency path of every live frame: levelled by table look-up, and resampled (true area
+    average, OpenCV) only when the frame is not already the preview's size.
+    """
     if frame.raw is not None and frame.cfa is not None:
         black, white = frame.raw_levels or ((0.0, 0.0, 0.0, 0.0), float(np.iinfo(np.uint16).max))
         raw = RawFrame(mosaic=frame.raw, cfa=frame.cfa, black_level=black, white_level=white)
         packed = pack4(raw.normalized(), frame.cfa)
     else:
-        linear = (frame.image.astype(np.float32) / 255) ** 2.2
         h, w = (frame.image.shape[0] // 2) * 2, (frame.image.shape[1] // 2) * 2
-        packed = pack4(mosaic_rgb(linear[:h, :w], "RGGB"), "RGGB")
-    x = torch.from_numpy(np.ascontiguousarray(packed.transpose(2, 0, 1)))[None]
-    return F.interpolate(x, size=(size // 2, size // 2), mode="area")
+        mosaic = mosaic_rgb(frame.image[:h, :w], "RGGB")  # sample first: a third of the pixels to linearise
+        if mosaic.dtype == np.uint8:
+            linear = _DISPLAY_TO_LINEAR[mosaic]
+        else:
+            full = np.iinfo(mosaic.dtype).max if mosaic.dtype.kind in "ui" else 1.0  # integer codes or [0, 1]
+            linear = np.clip(mosaic.astype(np.float32) / np.float32(full), 0.0, 1.0) ** np.float32(2.2)
+        packed = pack4(linear, "RGGB")
+    side = size // 2
+    if packed.shape[:2] != (side, side):
+        # Shrinking: OpenCV's area average (exact fractional pixel areas, one SIMD pass over the 4
+        # planes). Enlarging a small sensor: plain replication, so no value the sensor did not see.
+        grow = packed.shape[0] < side and packed.shape[1] < side
+        packed = cv2.resize(packed, (side, side), interpolation=cv2.INTER_NEAREST_EXACT if grow else cv2.INTER_AREA)
+    return torch.from_numpy(np.ascontiguousarray(packed.transpose(2, 0, 1), dtype=np.float32))[None]
+
+
+@dataclass
+class PushResult:
+    delta: ParamDict
+    ms: float  # the push itself: validation, the link's round trips, the read-back
+    error: str | None
+    nbytes: int | None
+    frame_to_applied_ms: float  # from the frame in hand (before predicting) to the device holding it
 
 
 class Pusher:
@@ -102,21 +135,23 @@ class Pusher:
     def __init__(self, driver: Driver, lock: threading.Lock) -> None:
         self.driver, self.lock = driver, lock
         self._busy = threading.Event()
-        self.done: list[tuple[ParamDict, float, str | None, int | None]] = []  # (delta, ms, error, bytes)
+        self.done: list[PushResult] = []
         self._done_lock = threading.Lock()
 
     @property
     def busy(self) -> bool:
         return self._busy.is_set()
 
-    def offer(self, delta: ParamDict) -> bool:
+    def offer(self, delta: ParamDict, since: float | None = None) -> bool:
+        """Start pushing `delta` unless a push is in flight; `since` is when its frame was in hand."""
         if self._busy.is_set():
             return False
         self._busy.set()
-        threading.Thread(target=self._push, args=(delta,), daemon=True).start()
+        start = time.perf_counter() if since is None else since
+        threading.Thread(target=self._push, args=(delta, start), daemon=True).start()
         return True
 
-    def _push(self, delta: ParamDict) -> None:
+    def _push(self, delta: ParamDict, since: float) -> None:
         t = time.perf_counter()
         error, nbytes = None, None
         try:
@@ -125,13 +160,15 @@ class Pusher:
                 self.driver.set_params(delta, verify=True)
                 after = _link_bytes(self.driver)
                 nbytes = None if before is None or after is None else after - before
-        except DeviceError as err:
+        except Exception as err:  # a device fault, or a bug: reported, and the pusher stays usable
             error = f"{type(err).__name__}: {err}"
-        with self._done_lock:
-            self.done.append((delta, (time.perf_counter() - t) * 1000, error, nbytes))
-        self._busy.clear()
+        finally:
+            end = time.perf_counter()
+            with self._done_lock:
+                self.done.append(PushResult(delta, (end - t) * 1000, error, nbytes, (end - since) * 1000))
+            self._busy.clear()
 
-    def drain(self) -> list[tuple[ParamDict, float, str | None, int | None]]:
+    def drain(self) -> list[PushResult]:
         with self._done_lock:
             out, self.done = self.done, []
         return out
@@ -171,10 +208,17 @@ class LiveLoop:
         drv.open()
         original = drv.get_params()
         wanted = dict(original)  # what we last asked the device to hold
+        specs, names = self.space.specs, self.space.names
+        summary.held = [] if s.allow_restarts else self._restart_params()
+        live = np.array([n not in summary.held for n in names])
+        wanted_idx = self.space.decode_indices(self.space.encode(wanted))  # its grid indices, and
+        wanted_u = self.space.encode_indices(wanted_idx)  # where they sit in encoded units
         smooth: np.ndarray | None = None
         pusher = Pusher(drv, self.lock)
         last_push = 0.0
-        lat: dict[str, list[float]] = {"capture": [], "predict": [], "quantize": [], "push": [], "decide": []}
+        lat: dict[str, list[float]] = {
+            "capture": [], "predict": [], "quantize": [], "push": [], "decide": [], "frame_to_applied": []
+        }  # fmt: skip
         push_bytes: list[int] = []
         log = open(self.log_path, "w") if self.log_path else None  # noqa: SIM115 - closed in finally
         start = time.perf_counter()
@@ -205,19 +249,19 @@ class LiveLoop:
                     row["kept_last_good"] = True
                 else:
                     smooth = u if smooth is None else s.alpha * u + (1 - s.alpha) * smooth
-                    target = self.space.decode(smooth)  # on the grid, inside the range, by construction
-                    current = self.space.encode(wanted)
-                    for j, name in enumerate(self.space.names):
-                        if target[name] != wanted[name] and abs(smooth[j] - current[j]) > s.threshold:
-                            delta[name] = target[name]
+                    target = self.space.decode_indices(smooth)  # on the grid, inside the range, by construction
+                    moved = live & (target != wanted_idx) & (np.abs(smooth - wanted_u) > s.threshold)
+                    delta = {names[j]: specs[j].grid_value(int(target[j])) for j in np.flatnonzero(moved)}
                 t3 = time.perf_counter()
                 if delta and not s.dry_run:
                     if t3 - last_push < 1 / s.max_push_hz:
                         summary.rate_limited += 1
                         row["rate_limited"] = True
-                    elif pusher.offer(delta):
+                    elif pusher.offer(delta, since=t1):
                         row["pushed"] = delta
                         wanted.update(delta)
+                        wanted_idx = np.where(moved, target, wanted_idx)
+                        wanted_u = self.space.encode_indices(wanted_idx)
                         last_push = t3
                         summary.pushes += 1
                         summary.pushed_params += len(delta)
@@ -227,15 +271,25 @@ class LiveLoop:
                 elif delta:
                     row["would_push"] = delta
                 t4 = time.perf_counter()
-                for delta_done, ms, error, nbytes in pusher.drain():
-                    lat["push"].append(ms)
-                    done = {"delta": delta_done, "ms": round(ms, 3), "error": error, "bytes": nbytes}
+                for result in pusher.drain():
+                    lat["push"].append(result.ms)
+                    if not result.error:
+                        lat["frame_to_applied"].append(result.frame_to_applied_ms)
+                    done = {
+                        "delta": result.delta,
+                        "ms": round(result.ms, 3),
+                        "error": result.error,
+                        "bytes": result.nbytes,
+                        "frame_to_applied_ms": round(result.frame_to_applied_ms, 3),
+                    }
                     row.setdefault("push_completed", []).append(done)
-                    if nbytes is not None:
-                        push_bytes.append(nbytes)
-                    if error:
+                    if result.nbytes is not None:
+                        push_bytes.append(result.nbytes)
+                    if result.error:
                         summary.push_errors += 1
                         wanted = drv.applied  # the driver rolled back: what it holds now
+                        wanted_idx = self.space.decode_indices(self.space.encode(wanted))
+                        wanted_u = self.space.encode_indices(wanted_idx)
                 lat["capture"].append((t1 - t0) * 1000)
                 lat["predict"].append((t2 - t1) * 1000)
                 lat["quantize"].append((t3 - t2) * 1000)
@@ -251,6 +305,10 @@ class LiveLoop:
         finally:
             summary.seconds = time.perf_counter() - start
             pusher.wait()
+            for result in pusher.drain():  # the last push, still in flight when the loop ended
+                lat["push"].append(result.ms)
+                if not result.error:
+                    lat["frame_to_applied"].append(result.frame_to_applied_ms)
             self._restore(original)
             if log:
                 log.close()
@@ -258,6 +316,12 @@ class LiveLoop:
             summary.latency_ms = {k: percentiles(v) for k, v in lat.items()}
             summary.bytes_per_push = float(np.median(push_bytes)) if push_bytes else None
         return summary
+
+    def _restart_params(self) -> list[str]:
+        device = getattr(self.driver.profile, "device", None)
+        if device is None:
+            return []
+        return [n for n in self.space.names if n in device.map and device.map[n].locked_while_streaming]
 
     def _recover(self, err: DeviceError, pusher: Pusher, log: Any) -> None:
         """Reconnect with back-off; the time without frames is logged as a gap."""

@@ -191,6 +191,10 @@ class ParamSpace:
             raise ParameterError(f"duplicate parameter name(s): {', '.join(dupes)}")
         self.specs: tuple[ParamSpec, ...] = tuple(specs)
         self._by_name = {s.name: s for s in specs}
+        # Per-parameter grid sizes and kinds as arrays: decoding a whole vector is then a few numpy
+        # operations, which the live loop does on every frame.
+        self._sizes = np.array([s.size for s in self.specs], dtype=np.float64)
+        self._is_choice = np.array([s.kind == "choice" for s in self.specs], dtype=bool)
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -242,10 +246,31 @@ class ParamSpace:
 
     def decode(self, vector: Iterable[float]) -> ParamDict:
         """Vector in [0, 1] -> nearest allowed values."""
-        u = np.asarray(list(vector), dtype=np.float64)
+        return {s.name: s.grid_value(int(i)) for s, i in zip(self.specs, self.decode_indices(vector), strict=True)}
+
+    def decode_indices(self, vector: Iterable[float]) -> np.ndarray:
+        """Vector in encoded units -> the grid index of the value `ParamSpec.decode` picks, per parameter.
+
+        Clipped into [0, 1]; NaN or inf raises, naming the parameter. Grids round to the nearest
+        index (half to even, like Python's round); choices take the bin u falls in.
+        """
+        u = np.asarray(vector if isinstance(vector, np.ndarray) else list(vector), dtype=np.float64)
         if u.shape != (len(self.specs),):
             raise ParameterError(f"expected {len(self.specs)} encoded values, got shape {u.shape}")
-        return {s.name: s.decode(float(x)) for s, x in zip(self.specs, u, strict=True)}
+        bad = ~np.isfinite(u)
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise ParameterError(f"{self.specs[j].name}: cannot decode {u[j]}")
+        u = np.clip(u, 0.0, 1.0)
+        grid = np.rint(u * (self._sizes - 1))
+        choice = np.minimum(np.floor(u * self._sizes), self._sizes - 1)
+        return np.where(self._is_choice, choice, grid).astype(np.int64)
+
+    def encode_indices(self, indices: np.ndarray) -> np.ndarray:
+        """Grid indices -> their encoded values (the inverse of `decode_indices`, as `encode` maps them)."""
+        idx = np.asarray(indices, dtype=np.float64)
+        grid = np.divide(idx, self._sizes - 1, out=np.full_like(idx, 0.5), where=self._sizes > 1)
+        return np.where(self._is_choice, (idx + 0.5) / self._sizes, grid)
 
     def full_region(self) -> Region:
         n = len(self.specs)

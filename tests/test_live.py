@@ -47,6 +47,38 @@ def predictor(tmp_path_factory):
     return tmp, model, profile
 
 
+def test_preview_packed_fast_paths_give_the_reference_numbers():
+    """The latency path levels by table and packs planar; the numbers are the straightforward ones."""
+    from hil_tune.drivers.base import Frame
+    from hil_tune.live import preview_packed
+    from hil_tune.raw import RawFrame, mosaic_rgb, pack4
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 4096, (96, 96)).astype(np.uint16)
+    levels = ((64.0, 60.0, 66.0, 70.0), 4000.0)
+    frame = Frame(image=np.zeros((96, 96, 3), np.uint8), params={}, param_seq=0, frame_id=0, host_time_ns=0,
+                  raw=codes, cfa="GBRG", raw_levels=levels)  # fmt: skip
+    ref = pack4(RawFrame(mosaic=codes.astype(np.float64), cfa="GBRG", black_level=levels[0],
+                         white_level=levels[1]).normalized(), "GBRG")  # fmt: skip
+    np.testing.assert_allclose(preview_packed(frame, 96)[0].permute(1, 2, 0).numpy(), ref, atol=1e-6)
+    half = preview_packed(frame, 48)[0].permute(1, 2, 0).numpy()  # an exact 2x2 box average
+    np.testing.assert_allclose(half, ref.reshape(24, 2, 24, 2, 4).mean(axis=(1, 3)), atol=1e-6)
+    image = rng.integers(0, 256, (50, 64, 3)).astype(np.uint8)
+    rgb_frame = Frame(image=image, params={}, param_seq=0, frame_id=0, host_time_ns=0)
+    linear = (image.astype(np.float64) / 255) ** 2.2
+    ref = pack4(mosaic_rgb(linear, "RGGB"), "RGGB")  # (25, 32, 4) -> 16 x 16: fractional pixel areas
+    area = np.zeros((16, 16, 4))
+    for i in range(16):  # the area-weighted mean, written out
+        for j in range(16):
+            y0, y1, x0, x1 = i * 25 / 16, (i + 1) * 25 / 16, j * 2, (j + 1) * 2
+            for y in range(int(y0), int(np.ceil(y1))):
+                wy = min(y + 1, y1) - max(y, y0)
+                area[i, j] += wy * ref[y, x0:x1].sum(0)
+            area[i, j] /= (y1 - y0) * (x1 - x0)
+    got = preview_packed(rgb_frame, 32)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(got, area, atol=1e-5)
+
+
 def rows_of(path):
     return [json.loads(x) for x in path.read_text().splitlines()]
 
@@ -180,10 +212,59 @@ def test_sigterm_restores_the_device_and_exits_cleanly(predictor, board, tmp_pat
 def test_genicam_viky_nodes_pushed_while_streaming(tmp_path):
     profile = load_profile("viky")
     torch.manual_seed(3)
-    model = AttentionPredictor(3, [0.0, 0.2, 0.3], [0.3, 0.6, 0.7], PredictorConfig(dim=16, heads=2, self_layers=1))
+    # frame rate and ball size boxed away from the camera's own 20 Hz and 20 px, so there is something to push
+    model = AttentionPredictor(3, [0.5, 0.6, 0.3], [0.8, 0.9, 0.7], PredictorConfig(dim=16, heads=2, self_layers=1))
     drv = create_driver("genicam", profile, cti=str(bundled_producer()))
     summary = LiveLoop(drv, model.eval(), profile, LiveSettings(frames=25, preview=64), log=tmp_path / "v.jsonl").run()
     rows = rows_of(tmp_path / "v.jsonl")
     assert summary.frames == 25 and summary.pushes >= 1 and summary.push_errors == 0
     pushed = {**next(r for r in rows if "pushed" in r)["pushed"]}
     assert any(r["params"] == {**r["params"], **pushed} for r in rows[-5:]), "frames made with the pushed values"
+    # Width restarts the stream: held at its value, so capture never stalls on a restart.
+    assert summary.held == ["width"]
+    assert not any("width" in r.get("pushed", {}) for r in rows)
+    assert {r["params"]["width"] for r in rows} == {profile.space["width"].default}
+
+
+@pytest.mark.skipif(bundled_producer() is None, reason="the genicam wheel with viky.cti is not installed")
+def test_genicam_viky_width_pushed_with_a_stream_restart_when_allowed(tmp_path):
+    """--allow-restarts: a stream-locked node is written with the stream stopped and restarted, and
+    frames after the settle count come out at the new width."""
+    profile = load_profile("viky")
+    torch.manual_seed(3)
+    model = AttentionPredictor(3, [0.0, 0.2, 0.3], [0.3, 0.6, 0.7], PredictorConfig(dim=16, heads=2, self_layers=1))
+    drv = create_driver("genicam", profile, cti=str(bundled_producer()))
+    settings = LiveSettings(frames=25, preview=64, allow_restarts=True)
+    widths: list[tuple[float, int]] = []
+    loop = LiveLoop(drv, model.eval(), profile, settings, log=tmp_path / "v.jsonl",
+                    on_frame=lambda f, row: widths.append((f.params["width"], f.image.shape[1])))  # fmt: skip
+    summary = loop.run()
+    rows = rows_of(tmp_path / "v.jsonl")
+    assert summary.held == [] and summary.push_errors == 0
+    new_width = next(r["pushed"]["width"] for r in rows if "width" in r.get("pushed", {}))
+    assert new_width != profile.space["width"].default
+    assert (new_width, int(new_width)) in widths[-5:], "frames at the pushed width, tagged with it"
+    assert all(tagged == shape for tagged, shape in widths), "every frame tagged with the width it has"
+
+
+def test_a_push_that_raises_is_reported_and_the_pusher_stays_usable():
+    """A bug or an unexpected error on the push thread must not leave the pusher busy forever."""
+    from hil_tune.live import Pusher
+
+    class Flaky:
+        calls = 0
+
+        def set_params(self, delta, verify=True):
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise RuntimeError("firmware said something odd")
+
+    pusher = Pusher(Flaky(), threading.Lock())  # type: ignore[arg-type]
+    assert pusher.offer({"gain-r": 1.5})
+    pusher.wait()
+    (first,) = pusher.drain()
+    assert first.error == "RuntimeError: firmware said something odd" and not pusher.busy
+    assert pusher.offer({"gain-r": 1.6})
+    pusher.wait()
+    (second,) = pusher.drain()
+    assert second.error is None and Flaky.calls == 2

@@ -74,6 +74,39 @@ def test_encode_decode_vector_round_trip(synthetic):
     assert space.decode(vec) == params
 
 
+@given(st.lists(st.floats(min_value=-0.5, max_value=1.5, allow_nan=False), min_size=20, max_size=20))
+def test_vector_decode_equals_each_parameters_own_decode(vec):
+    """The live loop decodes whole vectors at once; it must pick exactly what each spec would."""
+    from hil_tune.profiles import load_profile
+
+    space = load_profile("synthetic").space
+    per_spec = {s.name: s.decode(u) for s, u in zip(space.specs, vec, strict=True)}
+    assert space.decode(vec) == per_spec
+    # exact bin edges and half-way points, where rounding rules differ if anywhere
+    for spec_index in (1, 5):  # noise-type (choice) and gain-r (grid)
+        spec = space.specs[spec_index]
+        for k in range(spec.size + 1):
+            for u in (k / spec.size, (k + 0.5) / max(spec.size - 1, 1)):
+                probe = list(vec)
+                probe[spec_index] = u
+                assert space.decode(probe)[spec.name] == spec.decode(u)
+
+
+def test_encode_indices_matches_encode(synthetic):
+    space = synthetic.space
+    for seed in range(5):
+        params = space.sample_params(1, seed=seed)[0]
+        u = space.encode(params)
+        np.testing.assert_allclose(space.encode_indices(space.decode_indices(u)), u, atol=1e-12)
+
+
+def test_vector_decode_names_the_parameter_it_cannot_decode(synthetic):
+    vec = synthetic.space.encode(synthetic.space.defaults())
+    vec[3] = math.nan
+    with pytest.raises(ParameterError, match=synthetic.space.specs[3].name):
+        synthetic.space.decode(vec)
+
+
 def test_lhc_is_seeded_reproducible_and_stratified(synthetic):
     space = synthetic.space
     a = space.sample_lhc(16, seed=7)

@@ -134,3 +134,14 @@ def test_predict_and_evaluate_on_the_real_isp(trained):
     train_src = json.loads((tmp / "pred" / "model.json").read_text())["dataset"]["train_sources"][0]
     with pytest.raises(InputError, match="must not be training sources"):
         evaluate_predictor(tmp / "pred", [train_src], tmp / "r2", size=32, expert_budget=2, oracle_budget=2, workers=1)
+
+
+@pytest.mark.parametrize("shape,size", [((2, 4, 128, 128), 64), ((1, 64, 16, 16), 8), ((1, 4, 100, 60), 64)])
+def test_area_resize_shortcut_gives_adaptive_pooling_means(shape, size):
+    """The live path pools by an exact factor; trained weights expect adaptive pooling's numbers."""
+    import torch.nn.functional as F  # noqa: N812
+
+    from hil_tune.models.predictor import _area_resize
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(_area_resize(x, size), F.adaptive_avg_pool2d(x, size), rtol=0, atol=1e-6)
