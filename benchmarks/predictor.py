@@ -1,10 +1,12 @@
 """Predictor benchmark: the evaluation table (default / expert / predicted / oracle on the real ISP)
 for a fixed small configuration, and predictor inference time at a 256x256 preview on CPU.
 
-Configuration (stated in the JSON): the proxy benchmark's sweep when present (benchmarks/work:
-six bundled photos, 24 samples each, plausible region, 64x64 patches), else a fresh sweep of 12
-samples per photo; a grey-box proxy (30 epochs, Adam), the predictor (40 epochs, reference task),
-two held-out photos, CMA-ES budgets 48 (expert, 4 training images) and 24 (oracle, per image).
+Configuration (stated in the JSON): a sweep of the six bundled photos, each unprocessed `--draws`
+times (each draw another camera: white balance, colour matrix, noise), 8 samples per draw, plausible
+region, 64x64 patches; a grey-box proxy (30 epochs, Adam) whose split holds out two photos with all
+their draws; the predictor (40 epochs, reference task) on the other four; evaluation on the first
+`--held-draws` draws of the two held-out photos, CMA-ES budgets 48 (expert, 8 training images: two
+draws of each training photo) and 24 (oracle, per image).
 Writes benchmarks/results/predictor.json. Usage: python benchmarks/predictor.py
 """
 
@@ -25,7 +27,7 @@ import torch
 from hil_tune.capture.dataset import DatasetFolder
 from hil_tune.capture.loop import CaptureSettings, run_capture
 from hil_tune.capture.plan import build_plan
-from hil_tune.capture.sources import resolve_sources
+from hil_tune.capture.sources import resolve_sources, source_from_id
 from hil_tune.models.predictor import AttentionPredictor, PredictorConfig
 from hil_tune.models.proxy import ProxyConfig
 from hil_tune.profiles import load_profile
@@ -61,14 +63,17 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predictor.json")
     ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--draws", type=int, default=6, help="unprocessing draws (cameras) per photo")
+    ap.add_argument("--held-draws", type=int, default=3, help="draws of each held-out photo to evaluate")
     args = ap.parse_args()
     speed = inference_ms()
     print(f"predictor inference at 256x256, one thread: p50 {speed['p50']:.2f} ms, p99 {speed['p99']:.2f} ms")
-    data = args.work / "sweep-synthetic"
+    data = args.work / f"sweep-draws{args.draws}"
     if not (data / "plan.json").exists():
-        plan = build_plan(load_profile("synthetic"), resolve_sources(["bundled"]), samples_per_source=12, patch=64)
+        sources = resolve_sources([f"bundled@{args.draws}"])
+        plan = build_plan(load_profile("synthetic"), sources, samples_per_source=8, patch=64, region="plausible")
         DatasetFolder(data).create(plan)
-        run_capture(data, CaptureSettings("sim"), workers=os.cpu_count() or 1)
+    run_capture(data, CaptureSettings("sim"), workers=os.cpu_count() or 1)  # resumes; nothing to do when complete
     profile = DatasetFolder(data).plan().load_profile()
     proxy = args.work / "pred-bench-proxy"
     shutil.rmtree(proxy, ignore_errors=True)
@@ -80,7 +85,7 @@ def main() -> int:
     t = time.perf_counter()
     train_predictor(data, proxy, "reference", run, PredictorConfig(), PredictorTrainConfig(epochs=args.epochs))
     train_s = time.perf_counter() - t
-    held = final["split"]["held_out_sources"]
+    held = [i for i in final["split"]["held_out_sources"] if source_from_id(i).draw < args.held_draws]
     report = evaluate_predictor(
         run,
         held,
@@ -88,7 +93,7 @@ def main() -> int:
         size=64,
         expert_budget=48,
         oracle_budget=24,
-        train_images=4,
+        train_images=8,
         workers=os.cpu_count() or 1,
     )
     out = {
@@ -103,7 +108,8 @@ def main() -> int:
             "held_out_images": held,
             "crop": 64,
             "expert_budget": 48,
-            "expert_train_images": 4,
+            "expert_train_images": 8,
+            "draws_per_photo": args.draws,
             "oracle_budget": 24,
             "optimiser": report["optimiser"],
             "seed": 0,

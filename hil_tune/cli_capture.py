@@ -30,7 +30,11 @@ def capture(
     profile: Annotated[str | None, typer.Option("--profile", help="Profile (default: the driver's).")] = None,
     source: Annotated[
         list[str] | None,
-        typer.Option("--source", help="RAW/image file or folder, bundled, bundled:NAME, or live. Repeatable."),
+        typer.Option(
+            "--source",
+            help="RAW/image file or folder, bundled, bundled:NAME, or live; NAME@K: K unprocessing draws "
+            "(K cameras) of an sRGB or bundled photo. Repeatable.",
+        ),
     ] = None,
     samples_per_source: Annotated[int, typer.Option("--samples-per-source", "-m")] = 8,
     patch: Annotated[int, typer.Option(help="Patch size (pixels a side, even); the paper uses 512.")] = 512,

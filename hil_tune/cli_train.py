@@ -163,7 +163,7 @@ def train_predictor_cmd(
 @eval_app.command("predictor")
 def eval_predictor_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Predictor run folder.")],
-    images: Annotated[list[str], typer.Option("--images", help="Held-out images (files, bundled:NAME).")],
+    images: Annotated[list[str], typer.Option("--images", help="Held-out images (files, bundled:NAME, NAME@K draws).")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default RUN_DIR/report).")] = None,
     size: Annotated[int, typer.Option(help="Centre crop of each image.")] = 128,
     expert_budget: Annotated[int, typer.Option("--expert-budget", help="ISP evaluations for the expert.")] = 48,

@@ -221,6 +221,43 @@ def test_bad_destinations_are_refused_before_any_capture(tmp_path, profile_path)
     assert res.returncode == 2 and "differ from the dataset's plan" in res.stderr
 
 
+def test_unprocessing_draws_are_separate_cameras_of_one_photo(tmp_path, profile_path):
+    """NAME@K: K unprocessings of one photo (own white balance, matrix, noise), one reference; the
+    sweep records each draw and renders exactly that draw's RAW."""
+    from hil_tune.capture.sources import load_source, photo_of, source_from_id
+    from hil_tune.train.data import split_by_source
+
+    srcs = resolve_sources(["bundled:coffee@3", "bundled:rocket"])
+    assert [s.id for s in srcs] == ["bundled:coffee", "bundled:coffee#1", "bundled:coffee#2", "bundled:rocket"]
+    assert [source_from_id(s.id) for s in srcs] == srcs
+    prof = load_profile(profile_path)
+    frames = [load_source(s, prof, 0) for s in srcs[:3]]
+    gains = {f.meta["ideal_params"]["gain-r"] for f in frames}
+    assert len(gains) == 3, "each draw is another camera"
+    assert all(np.array_equal(frames[0].reference, f.reference) for f in frames)
+    assert not np.array_equal(frames[0].mosaic, frames[1].mosaic)
+    # draws of one photo never straddle a split
+    for seed in range(6):
+        train, val = split_by_source([s.id for s in srcs] + ["bundled:chelsea#1", "bundled:chelsea"], 0.4, seed)
+        assert {photo_of(i) for i in train}.isdisjoint({photo_of(i) for i in val})
+
+    plan = build_plan(prof, srcs[1:3], samples_per_source=2, patch=32, region="fast")
+    folder = DatasetFolder(tmp_path / "draws")
+    folder.create(plan)
+    run_capture(folder.root, settings(profile_path))
+    reader = DatasetReader(folder.root)
+    for row in plan.rows:
+        frame = load_source(source_from_id(row.source), prof, 0).crop(*row.patch)
+        assert np.array_equal(reader.sample(row.index).raw, frame.mosaic), row.source
+
+
+def test_draws_are_refused_where_there_is_one_camera(tmp_path):
+    with pytest.raises(InputError, match="draws apply to sRGB and bundled photos"):
+        resolve_sources(["live@2"])
+    with pytest.raises(InputError, match="at least one"):
+        resolve_sources(["bundled:coffee@0"])
+
+
 def test_sources_are_checked(tmp_path):
     with pytest.raises(InputError, match="no such file or folder"):
         resolve_sources([str(tmp_path / "nope.dng")])

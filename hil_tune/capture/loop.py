@@ -64,7 +64,7 @@ class SampleTaker:
         if self.profile.sha256 != self.plan.profile_sha256:
             raise HilTuneError(f"profile {self.profile.name} differs from the one the plan was made with")
         self.settings = settings
-        self.sources = {s["id"]: Source(s["id"], s["kind"], s["location"]) for s in self.plan.sources}
+        self.sources = {s["id"]: Source(s["id"], s["kind"], s["location"], s.get("draw", 0)) for s in self.plan.sources}
         self._frames: dict[str, RawFrame] = {}
         self.driver: Driver = create_driver(settings.driver, self.profile, **settings.driver_options)
         self.driver.open()

@@ -141,7 +141,7 @@ def build_plan(
         else:
             frame = load_source(source, profile, seed)
             windows = [tuple(p.meta["crop"]) for p in patches(frame, patch)]  # type: ignore[misc]
-            info = {"id": source.id, "kind": source.kind, "location": source.location,
+            info = {"id": source.id, "kind": source.kind, "location": source.location, "draw": source.draw,
                     "shape": list(frame.shape), "cfa": frame.cfa, "patches": len(windows)}  # fmt: skip
         source_info.append(info)
         if box is not None:

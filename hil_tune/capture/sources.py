@@ -3,6 +3,11 @@ the live sensor of a device that cannot take injected RAW.
 
 A source is named by a string a plan can record and a later run can load again bit for bit:
 a file path, `bundled:NAME` (scikit-image's sample photos), or `live`.
+
+An sRGB photo is one scene, but each unprocessing of it is a different camera: its own white
+balance, colour matrix and noise. `NAME@K` asks for K such draws (ids `NAME`, `NAME#1` ...
+`NAME#K-1`), so that a predictor sees many cameras, not only many parameter sets; draws of one
+photo stay on one side of every train/validation split (`photo_of`).
 """
 
 from __future__ import annotations
@@ -19,17 +24,51 @@ LIVE = "live"
 BUNDLED_PREFIX = "bundled:"
 
 
+DRAW_SEED_STRIDE = 1_000_003  # draw d of a photo unprocesses with seed + d * stride
+
+
 @dataclass(frozen=True)
 class Source:
     id: str  # unique, stable: what splits by source use
     kind: str  # "raw" | "srgb" | "bundled" | "live"
     location: str  # path, bundled:NAME, or live
+    draw: int = 0  # which unprocessing of an sRGB photo (0 for camera RAW and live)
+
+
+def photo_of(source_id: str) -> str:
+    """The photo a source id shows: the id without its `#D` draw suffix."""
+    base, sep, draw = source_id.rpartition("#")
+    return base if sep and draw.isdigit() else source_id
+
+
+def source_from_id(source_id: str) -> Source:
+    """The Source a recorded id names (bundled or file; draws included)."""
+    base = photo_of(source_id)
+    draw = int(source_id[len(base) + 1 :]) if base != source_id else 0
+    (found,) = resolve_sources([base])
+    return Source(source_id, found.kind, found.location, draw)
+
+
+def _with_draws(sources: list[Source], item: str, draws: int) -> list[Source]:
+    out: list[Source] = []
+    for src in sources:
+        if src.kind not in ("bundled", "srgb"):
+            raise InputError(f"{item}: @{draws} draws apply to sRGB and bundled photos; {src.id} is {src.kind}")
+        out += [Source(src.id if d == 0 else f"{src.id}#{d}", src.kind, src.location, d) for d in range(draws)]
+    return out
 
 
 def resolve_sources(items: list[str]) -> list[Source]:
     """Expand folders, check every file exists and is a kind we read; ids are unique and stable."""
     out: list[Source] = []
-    for item in items:
+    for given in items:
+        item, at, count = given.rpartition("@")
+        if at and count.isdigit() and not Path(given).exists():  # NAME@K; a file named so wins
+            if int(count) < 1:
+                raise InputError(f"{given}: @K takes at least one unprocessing draw")
+            out += _with_draws(resolve_sources([item]), given, int(count))
+            continue
+        item = given
         if item == LIVE:
             out.append(Source(LIVE, "live", LIVE))
         elif item == "bundled":
@@ -67,6 +106,7 @@ def _file_source(path: Path) -> Source:
 def load_source(source: Source, profile: Profile, seed: int) -> RawFrame:
     """The RawFrame of a file or bundled source (unprocessing draws seeded per source)."""
     tone, gamma = profile.pipeline.tone, profile.pipeline.gamma
+    seed = seed + DRAW_SEED_STRIDE * source.draw
     if source.kind == "bundled":
         return bundled_frame(source.location.removeprefix(BUNDLED_PREFIX), seed=seed, tone=tone, gamma=gamma)
     if source.kind in ("raw", "srgb"):

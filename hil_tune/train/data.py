@@ -19,17 +19,22 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from hil_tune.capture.dataset import MEMBERS, DatasetReader, Sample, decode_sample
+from hil_tune.capture.sources import photo_of
 from hil_tune.raw import CFA_PATTERNS, pack3, pack4
 
 
 def split_by_source(sources: Iterable[str], val_fraction: float = 0.2, seed: int = 0) -> tuple[set[str], set[str]]:
-    """(train, val) source ids. Stable per source id (a CRC of it), so adding a source does not move others."""
+    """(train, val) source ids, split by photo: every unprocessing draw of a photo lands on one side,
+    or validation would score a scene the model trained on. Stable per photo (a CRC of its id), so
+    adding a source does not move others."""
     ids = sorted(set(sources))
-    if len(ids) < 2:
-        raise ValueError("splitting by source needs at least two sources")
-    ranked = sorted(ids, key=lambda s: (zlib.crc32(f"{seed}:{s}".encode()), s))
-    n_val = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
-    val = set(ranked[:n_val])
+    photos = sorted({photo_of(i) for i in ids})
+    if len(photos) < 2:
+        raise ValueError("splitting by source needs at least two photos")
+    ranked = sorted(photos, key=lambda s: (zlib.crc32(f"{seed}:{s}".encode()), s))
+    n_val = min(len(photos) - 1, max(1, round(val_fraction * len(photos))))
+    val_photos = set(ranked[:n_val])
+    val = {i for i in ids if photo_of(i) in val_photos}
     return set(ids) - val, val
 
 

@@ -26,7 +26,7 @@ from PIL import Image
 from skimage.metrics import structural_similarity
 
 from hil_tune.capture.dataset import DatasetReader
-from hil_tune.capture.sources import Source, load_source, resolve_sources
+from hil_tune.capture.sources import Source, load_source, photo_of, resolve_sources, source_from_id
 from hil_tune.errors import InputError
 from hil_tune.isp.foreign import isp_for
 from hil_tune.params import ParamDict
@@ -139,9 +139,10 @@ def evaluate_predictor(
     model, side, profile = load_predictor(run_dir)
     held = resolve_sources(images)
     train_ids = set(side["dataset"]["train_sources"])
-    leaked = [s.id for s in held if s.id in train_ids]
+    train_photos = {photo_of(i) for i in train_ids}
+    leaked = [s.id for s in held if photo_of(s.id) in train_photos]
     if leaked:
-        raise InputError(f"held-out images must not be training sources: {', '.join(leaked)}")
+        raise InputError(f"held-out images must not show a training photo (any draw): {', '.join(leaked)}")
     firmware = _firmware(side)
     lower, upper = np.asarray(side["region"]["lower"]), np.asarray(side["region"]["upper"])
 
@@ -155,9 +156,9 @@ def evaluate_predictor(
         return out_
 
     held_frames = prepared(held)
-    train_frames = prepared(
-        [Source(i, "bundled" if i.startswith("bundled:") else "srgb", i) for i in sorted(train_ids)][:train_images]
-    )
+    # The expert's images: one draw of each photo first, then further draws, up to `train_images`.
+    by_spread = sorted(train_ids, key=lambda i: (source_from_id(i).draw, i))
+    train_frames = prepared([source_from_id(i) for i in by_spread[:train_images]])
     isp = RealISP(profile, firmware, workers)
     try:
         default = profile.space.defaults()

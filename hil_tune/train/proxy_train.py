@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from hil_tune.capture.sources import photo_of
 from hil_tune.models.proxy import ProxyConfig, build_proxy
 from hil_tune.profiles import Profile
 from hil_tune.train import checkpoint
@@ -62,7 +63,8 @@ def make_split(ds: SweepDataset, cfg: TrainConfig) -> Split:
     by a stable hash of the plan index, so a resumed or repeated run splits identically."""
     rows = ds.reader.rows
     sources = sorted({rows[i].source for i in ds.indices})
-    _, val_src = split_by_source(sources, cfg.val_sources, cfg.seed) if len(sources) > 1 else (set(sources), set())
+    several_photos = len({photo_of(s) for s in sources}) > 1
+    _, val_src = split_by_source(sources, cfg.val_sources, cfg.seed) if several_photos else (set(sources), set())
     train, v_src, v_par = [], [], []
     for pos, index in enumerate(ds.indices):
         if rows[index].source in val_src:
