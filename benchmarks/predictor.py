@@ -65,6 +65,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--draws", type=int, default=6, help="unprocessing draws (cameras) per photo")
     ap.add_argument("--held-draws", type=int, default=3, help="draws of each held-out photo to evaluate")
+    ap.add_argument("--reuse", action="store_true", help="evaluate the models the last run trained, if present")
     args = ap.parse_args()
     speed = inference_ms()
     print(f"predictor inference at 256x256, one thread: p50 {speed['p50']:.2f} ms, p99 {speed['p99']:.2f} ms")
@@ -76,16 +77,22 @@ def main() -> int:
     run_capture(data, CaptureSettings("sim"), workers=os.cpu_count() or 1)  # resumes; nothing to do when complete
     profile = DatasetFolder(data).plan().load_profile()
     proxy = args.work / "pred-bench-proxy"
-    shutil.rmtree(proxy, ignore_errors=True)
-    final = train_proxy(
-        data, proxy, profile, ProxyConfig(), TrainConfig(epochs=30, optimizer="adam", lr=1e-3, val_sources=0.34)
-    )
     run = args.work / "pred-bench-predictor"
-    shutil.rmtree(run, ignore_errors=True)
-    t = time.perf_counter()
-    train_predictor(data, proxy, "reference", run, PredictorConfig(), PredictorTrainConfig(epochs=args.epochs))
-    train_s = time.perf_counter() - t
-    held = [i for i in final["split"]["held_out_sources"] if source_from_id(i).draw < args.held_draws]
+    if args.reuse and (proxy / "model.json").exists() and (run / "model.json").exists():
+        # the models this configuration trained last time: evaluate again without retraining
+        held_all = json.loads((proxy / "model.json").read_text())["split"]["held_out_sources"]
+        train_s = sum(h["seconds"] for h in json.loads((run / "model.json").read_text())["history"])
+    else:
+        shutil.rmtree(proxy, ignore_errors=True)
+        final = train_proxy(
+            data, proxy, profile, ProxyConfig(), TrainConfig(epochs=30, optimizer="adam", lr=1e-3, val_sources=0.34)
+        )
+        held_all = final["split"]["held_out_sources"]
+        shutil.rmtree(run, ignore_errors=True)
+        t = time.perf_counter()
+        train_predictor(data, proxy, "reference", run, PredictorConfig(), PredictorTrainConfig(epochs=args.epochs))
+        train_s = time.perf_counter() - t
+    held = [i for i in held_all if source_from_id(i).draw < args.held_draws]
     report = evaluate_predictor(
         run,
         held,

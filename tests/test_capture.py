@@ -229,7 +229,7 @@ def test_unprocessing_draws_are_separate_cameras_of_one_photo(tmp_path, profile_
 
     srcs = resolve_sources(["bundled:coffee@3", "bundled:rocket"])
     assert [s.id for s in srcs] == ["bundled:coffee", "bundled:coffee#1", "bundled:coffee#2", "bundled:rocket"]
-    assert [source_from_id(s.id) for s in srcs] == srcs
+    assert [source_from_id(s.id) for s in srcs] == srcs == resolve_sources([s.id for s in srcs])
     prof = load_profile(profile_path)
     frames = [load_source(s, prof, 0) for s in srcs[:3]]
     gains = {f.meta["ideal_params"]["gain-r"] for f in frames}

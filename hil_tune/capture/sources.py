@@ -69,6 +69,9 @@ def resolve_sources(items: list[str]) -> list[Source]:
             out += _with_draws(resolve_sources([item]), given, int(count))
             continue
         item = given
+        if photo_of(item) != item and not Path(item).exists():  # a recorded draw id, NAME#D
+            out.append(source_from_id(item))
+            continue
         if item == LIVE:
             out.append(Source(LIVE, "live", LIVE))
         elif item == "bundled":
