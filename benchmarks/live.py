@@ -25,7 +25,7 @@ import torch
 
 from hil_tune.drivers.genicam_driver import bundled_producer
 from hil_tune.drivers.registry import create_driver
-from hil_tune.live import LiveLoop, LiveSettings
+from hil_tune.live import LiveLoop, LiveSettings, preview_packed
 from hil_tune.models.predictor import AttentionPredictor, PredictorConfig
 from hil_tune.profiles import load_profile
 
@@ -81,6 +81,29 @@ def run(driver, profile, frames: int) -> dict:
         "bytes_per_push": s["bytes_per_push"],
         "held_params": s["held"],
     }
+
+
+def idle_wake_penalty(frames: int = 150) -> dict[str, float]:
+    """The same inference on the same sim frame, back to back and after 15 ms asleep (what a loop
+    waiting on a link does): on this VM an idle vCPU halts at once (guest halt polling is off), and
+    waking it costs the next inference time whatever the device."""
+    torch.set_num_threads(1)  # as the live loop runs it
+    profile = load_profile("synthetic")
+    model = predictor_for(profile, 0.0)
+    drv = create_driver("sim", profile, sensor_size=256, power_on={"filter-strength": 0.0})
+    out = {}
+    with drv, torch.no_grad():
+        frame = drv.capture(timeout=5, wait=False)
+        for mode, pause in (("back_to_back", 0.0), ("after_15ms_idle", 0.015)):
+            times = []
+            for _ in range(frames):
+                if pause:
+                    time.sleep(pause)
+                t = time.perf_counter()
+                model(preview_packed(frame, 256))
+                times.append((time.perf_counter() - t) * 1000)
+            out[f"predict_p50_ms_{mode}"] = float(np.percentile(times[10:], 50))
+    return out
 
 
 def main() -> int:
@@ -148,6 +171,7 @@ def main() -> int:
             "board_emulator": "own process, OpenCV on one thread (a board's ISP does not run on the host)",
         },
         "drivers": results,
+        "idle_wake": idle_wake_penalty(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
