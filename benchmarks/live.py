@@ -86,7 +86,8 @@ def run(driver, profile, frames: int) -> dict:
 def idle_wake_penalty(frames: int = 150) -> dict[str, float]:
     """The same inference on the same sim frame, back to back and after 15 ms asleep (what a loop
     waiting on a link does): the difference is what waiting costs the next inference, whatever the
-    device (on this VM about 0.7 ms; a SCHED_IDLE spinner keeping the vCPUs busy does not remove it)."""
+    device (on this VM about 0.7 ms; spinning instead of sleeping, or a SCHED_IDLE spinner keeping
+    the vCPUs busy, costs nearly as much: it is the time away, not the idling)."""
     torch.set_num_threads(1)  # as the live loop runs it
     profile = load_profile("synthetic")
     model = predictor_for(profile, 0.0)
