@@ -207,12 +207,10 @@ class LiveLoop:
         drv, s, summary = self.driver, self.s, self.summary
         drv.open()
         original = drv.get_params()
-        wanted = dict(original)  # what we last asked the device to hold
         specs, names = self.space.specs, self.space.names
         summary.held = [] if s.allow_restarts else self._restart_params()
         live = np.array([n not in summary.held for n in names])
-        wanted_idx = self.space.decode_indices(self.space.encode(wanted))  # its grid indices, and
-        wanted_u = self.space.encode_indices(wanted_idx)  # where they sit in encoded units
+        wanted_idx = self._grid_indices(original)  # what we last asked the device to hold, as grid indices
         smooth: np.ndarray | None = None
         pusher = Pusher(drv, self.lock)
         last_push = 0.0
@@ -220,6 +218,12 @@ class LiveLoop:
             "capture": [], "predict": [], "quantize": [], "push": [], "decide": [], "frame_to_applied": []
         }  # fmt: skip
         push_bytes: list[int] = []
+
+        def record_latency(result: PushResult) -> None:
+            lat["push"].append(result.ms)
+            if not result.error:
+                lat["frame_to_applied"].append(result.frame_to_applied_ms)
+
         log = open(self.log_path, "w") if self.log_path else None  # noqa: SIM115 - closed in finally
         start = time.perf_counter()
         try:
@@ -250,6 +254,7 @@ class LiveLoop:
                 else:
                     smooth = u if smooth is None else s.alpha * u + (1 - s.alpha) * smooth
                     target = self.space.decode_indices(smooth)  # on the grid, inside the range, by construction
+                    wanted_u = self.space.encode_indices(wanted_idx)
                     moved = live & (target != wanted_idx) & (np.abs(smooth - wanted_u) > s.threshold)
                     delta = {names[j]: specs[j].grid_value(int(target[j])) for j in np.flatnonzero(moved)}
                 t3 = time.perf_counter()
@@ -259,9 +264,7 @@ class LiveLoop:
                         row["rate_limited"] = True
                     elif pusher.offer(delta, since=t1):
                         row["pushed"] = delta
-                        wanted.update(delta)
                         wanted_idx = np.where(moved, target, wanted_idx)
-                        wanted_u = self.space.encode_indices(wanted_idx)
                         last_push = t3
                         summary.pushes += 1
                         summary.pushed_params += len(delta)
@@ -272,9 +275,7 @@ class LiveLoop:
                     row["would_push"] = delta
                 t4 = time.perf_counter()
                 for result in pusher.drain():
-                    lat["push"].append(result.ms)
-                    if not result.error:
-                        lat["frame_to_applied"].append(result.frame_to_applied_ms)
+                    record_latency(result)
                     done = {
                         "delta": result.delta,
                         "ms": round(result.ms, 3),
@@ -287,9 +288,7 @@ class LiveLoop:
                         push_bytes.append(result.nbytes)
                     if result.error:
                         summary.push_errors += 1
-                        wanted = drv.applied  # the driver rolled back: what it holds now
-                        wanted_idx = self.space.decode_indices(self.space.encode(wanted))
-                        wanted_u = self.space.encode_indices(wanted_idx)
+                        wanted_idx = self._grid_indices(drv.applied)  # rolled back: what it holds now
                 lat["capture"].append((t1 - t0) * 1000)
                 lat["predict"].append((t2 - t1) * 1000)
                 lat["quantize"].append((t3 - t2) * 1000)
@@ -306,9 +305,7 @@ class LiveLoop:
             summary.seconds = time.perf_counter() - start
             pusher.wait()
             for result in pusher.drain():  # the last push, still in flight when the loop ended
-                lat["push"].append(result.ms)
-                if not result.error:
-                    lat["frame_to_applied"].append(result.frame_to_applied_ms)
+                record_latency(result)
             self._restore(original)
             if log:
                 log.close()
@@ -316,6 +313,9 @@ class LiveLoop:
             summary.latency_ms = {k: percentiles(v) for k, v in lat.items()}
             summary.bytes_per_push = float(np.median(push_bytes)) if push_bytes else None
         return summary
+
+    def _grid_indices(self, params: ParamDict) -> np.ndarray:
+        return self.space.decode_indices(self.space.encode(params))
 
     def _restart_params(self) -> list[str]:
         device = getattr(self.driver.profile, "device", None)
