@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hil_tune.capture.dataset import DatasetFolder
+from hil_tune.capture.loop import CaptureSettings, run_capture
+from hil_tune.capture.plan import build_plan
+from hil_tune.capture.sources import resolve_sources
+from hil_tune.profiles import Profile, load_profile
+
 FAST_PROFILE = """
 extends = "synthetic"
 name = "synthetic-fast"
@@ -44,3 +50,23 @@ def fast_profile(tmp: Path, text: str = FAST_PROFILE) -> Path:
     path = tmp / "fast.toml"
     path.write_text(text)
     return path
+
+
+FIVE_PHOTOS = [
+    "bundled:coffee",
+    "bundled:chelsea",
+    "bundled:rocket",
+    "bundled:astronaut",
+    "bundled:immunohistochemistry",
+]
+
+
+def fast_sweep(tmp: Path) -> tuple[Path, Profile]:
+    """Six 32x32 samples of each of five photos on sim, in the fast region: the proxy and predictor
+    tests' shared dataset. Returns (dataset folder, profile)."""
+    prof = load_profile(fast_profile(tmp))
+    plan = build_plan(prof, resolve_sources(FIVE_PHOTOS), samples_per_source=6, patch=32, region="fast")
+    folder = DatasetFolder(tmp / "ds")
+    folder.create(plan)
+    run_capture(folder.root, CaptureSettings("sim", {"sensor_size": 32}))
+    return folder.root, prof

@@ -10,35 +10,24 @@ import textwrap
 
 import pytest
 import torch
-from capture_helpers import fast_profile
+from capture_helpers import fast_sweep
 
-from hil_tune.capture.dataset import DatasetFolder
-from hil_tune.capture.loop import CaptureSettings, run_capture
-from hil_tune.capture.plan import build_plan
-from hil_tune.capture.sources import resolve_sources
 from hil_tune.errors import InputError
 from hil_tune.models.predictor import AttentionPredictor, PredictorConfig
 from hil_tune.models.proxy import ProxyConfig
-from hil_tune.profiles import load_profile
 from hil_tune.train.data import SweepDataset
 from hil_tune.train.predictor_eval import evaluate_predictor
 from hil_tune.train.predictor_train import PredictorTrainConfig, load_predictor, train_predictor
 from hil_tune.train.proxy_train import TrainConfig, load_proxy, train_proxy
 
-SOURCES = ["bundled:coffee", "bundled:chelsea", "bundled:rocket", "bundled:astronaut", "bundled:immunohistochemistry"]
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pred")
-    prof = load_profile(fast_profile(tmp))
-    plan = build_plan(prof, resolve_sources(SOURCES), samples_per_source=6, patch=32, region="fast")
-    folder = DatasetFolder(tmp / "ds")
-    folder.create(plan)
-    run_capture(folder.root, CaptureSettings("sim", {"sensor_size": 32}))
-    train_proxy(folder.root, tmp / "proxy", prof, ProxyConfig(width=8, depth=2),
+    root, prof = fast_sweep(tmp)
+    train_proxy(root, tmp / "proxy", prof, ProxyConfig(width=8, depth=2),
                 TrainConfig(epochs=2, batch=8, optimizer="adam", lr=1e-3))  # fmt: skip
-    return tmp, folder.root, prof
+    return tmp, root, prof
 
 
 def test_predictions_stay_inside_the_region_and_every_token_attends():

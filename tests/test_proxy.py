@@ -11,12 +11,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from capture_helpers import fast_profile
+from capture_helpers import fast_sweep
 
-from hil_tune.capture.dataset import DatasetFolder
-from hil_tune.capture.loop import CaptureSettings, run_capture
-from hil_tune.capture.plan import build_plan
-from hil_tune.capture.sources import resolve_sources
 from hil_tune.inputs import bundled_frame
 from hil_tune.isp import SyntheticISP
 from hil_tune.isp.foreign import ForeignISP
@@ -26,18 +22,10 @@ from hil_tune.profiles import load_profile
 from hil_tune.train import checkpoint
 from hil_tune.train.proxy_train import TrainConfig, load_proxy, train_proxy
 
-SOURCES = ["bundled:coffee", "bundled:chelsea", "bundled:rocket", "bundled:astronaut", "bundled:immunohistochemistry"]
-
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("proxy")
-    prof = load_profile(fast_profile(tmp))
-    plan = build_plan(prof, resolve_sources(SOURCES), samples_per_source=6, patch=32, region="fast")
-    folder = DatasetFolder(tmp / "ds")
-    folder.create(plan)
-    run_capture(folder.root, CaptureSettings("sim", {"sensor_size": 32}))
-    return folder.root, prof
+    return fast_sweep(tmp_path_factory.mktemp("proxy"))
 
 
 @pytest.mark.parametrize("offset", [(0, 0), (0, 1), (1, 1)], ids=["RGGB", "GRBG", "BGGR"])
