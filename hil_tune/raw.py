@@ -165,14 +165,11 @@ def patches(frame: RawFrame, size: int = 512, stride: int | None = None) -> list
 # -- packing -----------------------------------------------------------------------------------------
 
 
-def pack4(mosaic: np.ndarray, cfa: str, *, axis: int = -1) -> np.ndarray:
-    """(..., H, W) mosaic -> (..., H/2, W/2, 4) in canonical R, Gr, Gb, B order, whatever the CFA.
-
-    `axis` places the plane axis elsewhere: axis=-3 gives torch's planar (..., 4, H/2, W/2) in one copy.
-    """
+def pack4(mosaic: np.ndarray, cfa: str) -> np.ndarray:
+    """(..., H, W) mosaic -> (..., H/2, W/2, 4) in canonical R, Gr, Gb, B order, whatever the CFA."""
     names = site_names(cfa)
     planes = {names[r * 2 + c]: mosaic[..., r::2, c::2] for r in range(2) for c in range(2)}
-    return np.stack([planes[n] for n in PACK4_ORDER], axis=axis)
+    return np.stack([planes[n] for n in PACK4_ORDER], axis=-1)
 
 
 def unpack4(packed: np.ndarray, cfa: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from hil_tune.isp.jpeg import jpeg_roundtrip
 from hil_tune.isp.sharpen import unsharp_mask
 from hil_tune.isp.tone import tone_uint8
 from hil_tune.isp.white_balance import white_balance
-from hil_tune.isp.workspace import Workspace, thread_workspace
+from hil_tune.isp.workspace import thread_workspace
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
 from hil_tune.raw import RawFrame
@@ -93,15 +93,10 @@ class SyntheticISP:
     ) -> IspStages:
         """Run every block on a normalised (H, W) mosaic and keep each intermediate (fresh arrays).
 
-        With `scratch=True` the intermediates are this thread's reused scratch arrays, exactly as
-        `run` renders, valid only until the next call in this thread: for timing the blocks as run.
+        With `scratch=True` the intermediates are this thread's reused scratch arrays, as `run`
+        renders them, valid only until the next call in this thread (the output is always new).
         """
-        return self._render(mosaic, cfa, params, thread_workspace() if scratch else None)
-
-    def _render(
-        self, mosaic: np.ndarray, cfa: str, params: Mapping[str, object] | None, work: Workspace | None
-    ) -> IspStages:
-        """The blocks in order; with a workspace, every intermediate lives in its reused scratch arrays."""
+        work = thread_workspace() if scratch else None
         p, _ = self.resolve(params)
         s = self.settings
         seconds: dict[str, float] = {}
@@ -150,7 +145,7 @@ class SyntheticISP:
 
     def run(self, mosaic: np.ndarray, cfa: str, params: Mapping[str, object] | None = None) -> np.ndarray:
         """Normalised (H, W) mosaic -> uint8 (H, W, 3) sRGB output (a new array; the rest is scratch)."""
-        return self._render(mosaic, cfa, params, thread_workspace()).output
+        return self.stages(mosaic, cfa, params, scratch=True).output
 
     def run_frame(self, frame: RawFrame, params: Mapping[str, object] | None = None) -> np.ndarray:
         return self.run(frame.normalized(), frame.cfa, params)

@@ -33,13 +33,6 @@ class Workspace:
             self._arrays[name] = arr
         return arr
 
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._arrays.values())
-
-    def clear(self) -> None:
-        self._arrays.clear()
-
 
 def scratch(
     work: Workspace | None, name: str, shape: tuple[int, ...], dtype: type | np.dtype = np.float32
