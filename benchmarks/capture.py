@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+from provenance import header
 
 from hil_tune.capture.dataset import DatasetFolder
 from hil_tune.capture.loop import CaptureSettings, run_capture
@@ -63,10 +63,7 @@ def main() -> int:
     overhead = runs["one_core"]["seconds"] / bare - 1
     scaling = runs["all_cores"]["samples_per_s"] / runs["one_core"]["samples_per_s"]
     result = {
-        "benchmark": "capture",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {len(cores)} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}",
+        **header("capture", cores=len(cores)),
         "config": {
             "sources": SOURCES,
             "samples": n,

@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from provenance import header
 from rigs import rig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,10 +88,7 @@ def main() -> int:
             repeats = min(args.repeats, 60) if kind == "genicam" else args.repeats
             results[kind] = measure(kind, repeats, Path(tmp))
     result = {
-        "benchmark": "drivers",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}",
+        **header("drivers"),
         "repeats": args.repeats,
         "notes": "sim in-process; serial over a pty to the emulated board; usb over the emulated pyusb backend; "
         "genicam on viky.cti (3 parameters; a width change stops and restarts the stream; capture waits for "

@@ -10,16 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import bm3d
 import numpy as np
 import rawpy
+from provenance import header
 
 from hil_tune.inputs import bundled_frame
 from hil_tune.isp import SyntheticISP
@@ -102,10 +101,7 @@ def main() -> int:
         }
 
     result = {
-        "benchmark": "isp",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}",
+        **header("isp"),
         "patch": "512x512 unprocessed skimage astronaut, default parameters",
         "repeats": args.repeats,
         "bm3d_repeats": args.bm3d_repeats,

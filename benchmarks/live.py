@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import header
 
 from hil_tune.drivers.genicam_driver import bundled_producer
 from hil_tune.drivers.registry import create_driver
@@ -160,10 +158,7 @@ def main() -> int:
         viky = load_profile("viky")
         results["genicam"] = run(create_driver("genicam", viky, cti=str(cti)), viky, min(args.frames, 150))
     out = {
-        "benchmark": "live",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}, torch {torch.__version__}",
+        **header("live", torch_version=torch.__version__),
         "config": {
             "preview": 256,
             "predictor": PredictorConfig().as_dict(),

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from provenance import header
 
 from hil_tune.capture.dataset import DatasetFolder
 from hil_tune.capture.loop import CaptureSettings, run_capture
@@ -104,10 +103,7 @@ def main() -> int:
         workers=os.cpu_count() or 1,
     )
     out = {
-        "benchmark": "predictor",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}, torch {torch.__version__}",
+        **header("predictor", torch_version=torch.__version__),
         "config": {
             "dataset": str(data.relative_to(ROOT)) if data.is_relative_to(ROOT) else str(data),
             "proxy": "greybox, 30 epochs Adam 1e-3",

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from provenance import header
 
 from hil_tune.capture.dataset import DatasetFolder
 from hil_tune.capture.loop import CaptureSettings, run_capture
@@ -110,11 +109,11 @@ def main() -> int:
         f"{kind}_{dev}_ms_per_512": round(inference_ms(kind, dev), 1) for kind in ("greybox", "unet") for dev in devices
     }
     out = {
-        "benchmark": "proxy",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}, torch {torch.__version__}"
-        + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""),
+        **header(
+            "proxy",
+            torch_version=torch.__version__,
+            device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        ),
         "config": {
             "sources": "bundled (6)",
             "samples_per_source": args.samples_per_source,
