@@ -79,6 +79,41 @@ def test_preview_packed_fast_paths_give_the_reference_numbers():
     np.testing.assert_allclose(got, area, atol=1e-5)
 
 
+def test_preview_packed_shrinks_to_the_side_asked_and_linearises_16_bit_rgb():
+    from hil_tune.drivers.base import Frame
+    from hil_tune.live import preview_packed
+    from hil_tune.raw import mosaic_rgb, pack4
+
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 4096, (96, 96)).astype(np.uint16)
+    frame = Frame(image=np.zeros((96, 96, 3), np.uint8), params={}, param_seq=0, frame_id=0, host_time_ns=0,
+                  raw=codes, cfa="RGGB", raw_levels=((0.0,) * 4, 4095.0))  # fmt: skip
+    full = preview_packed(frame, 96)[0].numpy()  # (4, 48, 48)
+    small = preview_packed(frame, 96, 24)[0].numpy()  # the predictor's input size: one area pass
+    np.testing.assert_allclose(small, full.reshape(4, 24, 2, 24, 2).mean(axis=(2, 4)), atol=1e-6)
+    assert preview_packed(frame, 96, 64).shape == (1, 4, 48, 48)  # never larger than the preview
+    image = rng.integers(0, 65536, (40, 40, 3)).astype(np.uint16)
+    rgb16 = Frame(image=image, params={}, param_seq=0, frame_id=0, host_time_ns=0)
+    ref = pack4(mosaic_rgb((image.astype(np.float64) / 65535) ** 2.2, "RGGB"), "RGGB")
+    np.testing.assert_allclose(preview_packed(rgb16, 40)[0].permute(1, 2, 0).numpy(), ref, atol=1e-5)
+
+
+def test_the_live_predictor_is_traced_and_gives_the_eager_numbers(predictor):
+    from hil_tune.models.predictor import for_latency, input_side
+
+    _, model, _ = predictor
+    side = input_side(model, 256)
+    assert side == model.config.input_size
+    fast = for_latency(model, torch.zeros(1, 4, side, side))
+    assert isinstance(fast, torch.jit.ScriptModule)  # the fast path really is taken
+    x = torch.rand(1, 4, side, side, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), model(x), atol=1e-5, rtol=1e-4)
+    flaky = Flaky(model)  # a wrapper with Python state: tracing would freeze its branches
+    assert for_latency(flaky, torch.zeros(1, 4, side, side)) is flaky
+    assert input_side(flaky, 256) == 128
+
+
 def rows_of(path):
     return [json.loads(x) for x in path.read_text().splitlines()]
 

@@ -20,6 +20,9 @@ small enough for the live loop.
 
 from __future__ import annotations
 
+import copy
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -90,3 +93,49 @@ class AttentionPredictor(nn.Module):
         tokens = self.interact(q + attended)
         unit = torch.sigmoid(self.head(tokens).squeeze(-1))
         return self.lower + unit * (self.upper - self.lower)
+
+
+def input_side(model: nn.Module, preview: int) -> int:
+    """Side of the packed planes to hand `model` for a preview x preview frame: the predictor's own
+    input size when it is smaller (it would only shrink them again), else the preview's half.
+    A wrapper that exposes its predictor's `config` counts as that predictor."""
+    config = getattr(model, "config", None)
+    if isinstance(config, PredictorConfig):
+        return min(preview // 2, config.input_size)
+    return preview // 2
+
+
+class _ChannelsLast(nn.Module):
+    """Runs the encoder's convolutions in channels-last layout, which oneDNN takes for the strided
+    ones too (in NCHW they fall back to torch's slow path): 0.67 against 0.80 ms per preview."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+def for_latency(model: nn.Module, example: Tensor) -> Callable[[Tensor], Tensor]:
+    """The predictor as a frozen TorchScript graph for inputs shaped like `example`, for the live loop.
+
+    Why: at one 64x64 packed preview the network is a few dozen small ops, and Python's module
+    dispatch around them costs more than their arithmetic. Traced and frozen (and channels-last),
+    it measured 0.67 against 1.44 ms back to back on this 2-core machine, and 1.2-1.3 against 2.2 ms
+    after 15 ms idle (the live loop's case). Only an `AttentionPredictor` is traced (its forward
+    has no data-dependent Python branches); anything else, or a trace whose output differs from
+    eager, runs as it is. `last_attention` is not updated by the traced graph.
+    """
+    if type(model) is not AttentionPredictor:
+        return model
+    model.eval()
+    probe = torch.rand_like(example)
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about the shape checks, fixed by `example`
+        try:
+            graph = torch.jit.freeze(torch.jit.trace(_ChannelsLast(model).eval(), (example,), check_trace=False))
+            same = torch.allclose(graph(probe), model(probe), atol=1e-5, rtol=1e-4)
+        except (RuntimeError, torch.jit.Error):
+            return model
+    return graph if same else model
