@@ -95,19 +95,79 @@ def tone(rgb: Tensor, curve: str, gamma: float) -> Tensor:
     return x
 
 
-def chroma_subsample(rgb: Tensor, subsampling: str) -> Tensor:
-    """What JPEG's chroma subsampling does to a display image: YCbCr (JFIF), chroma averaged over
-    2x2 (4:2:0) or 2x1 (4:2:2) blocks, brought back up with a triangle filter as libjpeg's fancy
-    upsampling does. The DCT quantisation noise is left to the residual network."""
-    if subsampling == "4:4:4":
-        return rgb
-    r, g, b = rgb.unbind(1)
+# libjpeg's base quantisation tables (ITU T.81 Annex K), natural (row-major) order.
+_LUMA_Q = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+_CHROMA_Q = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+             47, 66, 99, 99, 99, 99, 99, 99) + (99,) * 32  # fmt: skip
+_SUBSAMPLING = {"4:4:4": (1, 1), "4:2:2": (1, 2), "4:2:0": (2, 2)}
+
+
+def quant_table(base: tuple[int, ...], quality: int) -> np.ndarray:
+    """libjpeg's jpeg_quality_scaling with baseline clamping, as Pillow's `quality=` sets it."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return np.clip((np.asarray(base) * scale + 50) // 100, 1, 255).reshape(8, 8)
+
+
+def _dct_matrix() -> np.ndarray:
+    k, n = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+    c = np.cos(np.pi * (2 * n + 1) * k / 16) * np.sqrt(2 / 8)
+    c[0] /= np.sqrt(2)
+    return c
+
+
+def straight_round(x: Tensor) -> Tensor:
+    """Rounds in the forward pass, passes the gradient through unchanged (straight-through)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def _quantise_blocks(plane: Tensor, table: Tensor, dct: Tensor) -> Tensor:
+    """(B, H, W) level-shifted samples, H and W multiples of 8 -> the same after DCT quantisation."""
+    b, h, w = plane.shape
+    blk = plane.reshape(b, h // 8, 8, w // 8, 8).transpose(2, 3)
+    coef = straight_round(dct @ blk @ dct.T / table) * table
+    return (dct.T @ coef @ dct).transpose(2, 3).reshape(b, h, w)
+
+
+def jpeg(rgb: Tensor, quality: int, subsampling: str = "4:2:0") -> Tensor:
+    """A JPEG round trip as libjpeg does it (8-bit samples, JFIF YCbCr, chroma box-averaged,
+    8x8 DCT quantised with the quality-scaled standard tables, chroma brought back with the
+    triangle filter of libjpeg's fancy upsampling), differentiable by straight-through rounding.
+
+    Why it is worth modelling exactly: on small noisy patches the DCT quantisation moves pixels by
+    more than any other block (34 dB between the image before and after JPEG on the benchmark
+    sweep), and it is a fixed function of the image. Given the ISP's exact pre-JPEG image this
+    matches Pillow + libjpeg-turbo to about 46 dB; the rest is libjpeg's fixed-point arithmetic.
+    Edges are padded by repetition to whole blocks (libjpeg pads each downsampled component; the
+    two differ only in the padding, so only on frames that are not a multiple of 16).
+    """
+    if quality <= 0:
+        return straight_round(rgb.clamp(0, 1) * 255) / 255
+    sy, sx = _SUBSAMPLING[subsampling]
+    h, w = rgb.shape[-2:]
+    x = straight_round(rgb.clamp(0, 1) * 255)
+    x = F.pad(x, (0, -w % (8 * sx), 0, -h % (8 * sy)), mode="replicate")
+    r, g, b = x.unbind(1)
     y = 0.299 * r + 0.587 * g + 0.114 * b
     chroma = torch.stack([-0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b], 1)
-    pool = (2, 2) if subsampling == "4:2:0" else (1, 2)
-    small = F.avg_pool2d(chroma, pool, ceil_mode=True)
-    cb, cr = F.interpolate(small, size=rgb.shape[-2:], mode="bilinear", align_corners=False).unbind(1)
-    return torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1).clamp(0, 1)
+    dct = torch.as_tensor(_dct_matrix(), dtype=rgb.dtype, device=rgb.device)
+    luma_q = torch.as_tensor(quant_table(_LUMA_Q, quality), dtype=rgb.dtype, device=rgb.device)
+    chroma_q = torch.as_tensor(quant_table(_CHROMA_Q, quality), dtype=rgb.dtype, device=rgb.device)
+    y = _quantise_blocks(straight_round(y) - 128, luma_q, dct) + 128
+    chroma = straight_round(chroma)
+    small = F.avg_pool2d(chroma, (sy, sx)) if (sy, sx) != (1, 1) else chroma
+    small = straight_round(small)
+    n = small.shape[0]
+    small = _quantise_blocks(small.flatten(0, 1), chroma_q, dct).unflatten(0, (n, 2))
+    if (sy, sx) != (1, 1):
+        small = F.interpolate(small, scale_factor=(sy, sx), mode="bilinear", align_corners=False)
+    cb, cr = small.unbind(1)
+    y = y.clamp(0, 255)
+    out = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
+    return (out[..., :h, :w] / 255).clamp(0, 1)
 
 
 def box_mean(x: Tensor, radius: int) -> Tensor:

@@ -9,10 +9,11 @@ ISP would output, and are differentiable in u.
   addition, which is where it stalls.
 - `greybox`: the profile's standard blocks as differentiable code with their parameters wired in
   (a guided-filter stand-in for the denoiser with a learnt strength law, white balance and
-  digital gain, demosaic, colour matrix, unsharp mask, tone curve, JPEG's chroma subsampling; see
-  isp_blocks.py), followed by a residual U-Net whose features are modulated by the parameters
-  (FiLM) and which learns what the device does beyond that structure: the real denoiser's
-  detail, compression noise, a different tone curve or block order. Blocks the profile does not
+  digital gain, demosaic, colour matrix, unsharp mask, tone curve, and JPEG itself (8x8 DCT
+  quantisation and chroma subsampling as libjpeg does them, differentiable by straight-through
+  rounding); see isp_blocks.py), with a residual U-Net before the JPEG whose features are modulated
+  by the parameters (FiLM) and which learns what the device does beyond that structure: the real
+  denoiser's detail, a different tone curve or block order. Blocks the profile does not
   declare are skipped (a black-box ISP gets demosaic + residual only), so the same model serves
   hardware.
 """
@@ -153,7 +154,8 @@ class UNetProxy(nn.Module):
 
 
 class GreyboxProxy(nn.Module):
-    """Differentiable standard blocks with their parameters wired in, plus a FiLM residual U-Net."""
+    """Differentiable standard blocks with their parameters wired in, plus a FiLM residual U-Net that
+    corrects the display image before the (modelled) JPEG."""
 
     def __init__(self, profile: Profile, config: ProxyConfig) -> None:
         super().__init__()
@@ -167,21 +169,20 @@ class GreyboxProxy(nn.Module):
         self.nr_gamma = nn.Parameter(torch.tensor(1.0))
         self.demosaic_method = profile.pipeline.demosaic
         self.curve, self.gamma = profile.pipeline.tone, profile.pipeline.gamma
-        jpeg = profile.pipeline.jpeg_quality > 0
-        self.subsampling = profile.pipeline.jpeg_subsampling if jpeg else "4:4:4"
+        self.jpeg_quality, self.subsampling = profile.pipeline.jpeg_quality, profile.pipeline.jpeg_subsampling
         sigma_max = profile.space["usm-sigma"].max if self.use_usm else 1.0
         self.usm_radius = max(1, int(4 * float(sigma_max or 1.0) + 0.5))
         n = len(profile.space)
         self.embed = nn.Sequential(
             nn.Linear(n, config.film_dim), nn.SiLU(), nn.Linear(config.film_dim, config.film_dim)
         )
-        # Input: the structural output (display), the linear image before tone, and the mosaic.
+        # Input: the structural image before JPEG (display), the linear image before tone, the mosaic.
         self.residual = UNet(7, 3, config.width, config.depth, film_dim=config.film_dim)
         nn.init.normal_(self.residual.out.weight, std=1e-3)
         nn.init.zeros_(self.residual.out.bias)
 
-    def structural(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        """(display-encoded output of the declared blocks, linear RGB before tone)."""
+    def _blocks(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """(display-encoded image before JPEG, linear RGB before tone) of the declared blocks."""
         v = self.values(u)
         masks = blocks.site_masks(cfa, *mosaic.shape[-2:])
         x = mosaic
@@ -199,14 +200,19 @@ class GreyboxProxy(nn.Module):
         if self.use_usm:
             usm = self.values.pick(v, USM)
             rgb = blocks.unsharp_mask(rgb, usm[:, 0], usm[:, 1], self.usm_radius)
-        display = blocks.chroma_subsample(blocks.tone(rgb, self.curve, self.gamma), self.subsampling)
-        return display, rgb
+        return blocks.tone(rgb, self.curve, self.gamma), rgb
+
+    def structural(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """(output of the declared blocks alone, JPEG included; linear RGB before tone): what the
+        proxy knows before it has learnt anything."""
+        display, linear = self._blocks(mosaic, cfa, u)
+        return blocks.jpeg(display, self.jpeg_quality, self.subsampling), linear
 
     def forward(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> Tensor:
         _check(mosaic, self.config.depth)
-        display, linear = self.structural(mosaic, cfa, u)
-        emb = self.embed(u)
-        return display + self.residual(torch.cat([display, linear, mosaic], 1), emb=emb)
+        display, linear = self._blocks(mosaic, cfa, u)
+        display = display + self.residual(torch.cat([display, linear, mosaic], 1), emb=self.embed(u))
+        return blocks.jpeg(display, self.jpeg_quality, self.subsampling)
 
 
 def _check(mosaic: Tensor, depth: int) -> None:
