@@ -181,16 +181,22 @@ class GreyboxProxy(nn.Module):
         nn.init.normal_(self.residual.out.weight, std=1e-3)
         nn.init.zeros_(self.residual.out.bias)
 
-    def _blocks(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        """(display-encoded image before JPEG, linear RGB before tone) of the declared blocks."""
+    def denoise(self, mosaic: Tensor, u: Tensor) -> Tensor:
+        """The stand-in denoiser: a guided filter whose strength follows the declared parameters."""
+        if not self.use_nr:
+            return mosaic
+        strength, noise_var, lam = self.values.pick(self.values(u), NR).unbind(1)
+        sigma2 = strength.clamp(min=0) ** 2 * noise_var * self.noise_var_scale
+        eps = self.nr_log_k.exp() * sigma2 * (lam / 3).clamp(min=1e-3) ** self.nr_gamma.clamp(0, 3)
+        return blocks.guided_denoise(mosaic, eps)
+
+    def develop(self, denoised: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """The declared blocks after the denoiser -> (display-encoded image before JPEG, linear RGB
+        before tone). Separate from `denoise` so a denoised mosaic from elsewhere (the ISP's own, in
+        the error budget) can be developed exactly as the proxy develops its own."""
         v = self.values(u)
-        masks = blocks.site_masks(cfa, *mosaic.shape[-2:])
-        x = mosaic
-        if self.use_nr:
-            strength, noise_var, lam = self.values.pick(v, NR).unbind(1)
-            sigma2 = strength.clamp(min=0) ** 2 * noise_var * self.noise_var_scale
-            eps = self.nr_log_k.exp() * sigma2 * (lam / 3).clamp(min=1e-3) ** self.nr_gamma.clamp(0, 3)
-            x = blocks.guided_denoise(x, eps)
+        masks = blocks.site_masks(cfa, *denoised.shape[-2:])
+        x = denoised
         if self.use_wb:
             wb = self.values.pick(v, WB)
             x = blocks.white_balance(x, masks, wb[:, :3], wb[:, 3])
@@ -202,17 +208,20 @@ class GreyboxProxy(nn.Module):
             rgb = blocks.unsharp_mask(rgb, usm[:, 0], usm[:, 1], self.usm_radius)
         return blocks.tone(rgb, self.curve, self.gamma), rgb
 
+    def compress(self, display: Tensor) -> Tensor:
+        return blocks.jpeg(display, self.jpeg_quality, self.subsampling)
+
     def structural(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """(output of the declared blocks alone, JPEG included; linear RGB before tone): what the
         proxy knows before it has learnt anything."""
-        display, linear = self._blocks(mosaic, cfa, u)
-        return blocks.jpeg(display, self.jpeg_quality, self.subsampling), linear
+        display, linear = self.develop(self.denoise(mosaic, u), cfa, u)
+        return self.compress(display), linear
 
     def forward(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> Tensor:
         _check(mosaic, self.config.depth)
-        display, linear = self._blocks(mosaic, cfa, u)
+        display, linear = self.develop(self.denoise(mosaic, u), cfa, u)
         display = display + self.residual(torch.cat([display, linear, mosaic], 1), emb=self.embed(u))
-        return blocks.jpeg(display, self.jpeg_quality, self.subsampling)
+        return self.compress(display)
 
 
 def _check(mosaic: Tensor, depth: int) -> None:
