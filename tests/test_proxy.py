@@ -104,13 +104,20 @@ def test_training_is_deterministic_resumable_and_learns(sweep, tmp_path):
     torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)  # loads without pickle
 
 
-def test_a_checkpoint_refuses_another_profile(sweep, tmp_path):
+def test_a_checkpoint_refuses_another_profile_or_structure(sweep, tmp_path):
     root, prof = sweep
     train_proxy(root, tmp_path / "r", prof, ProxyConfig(width=8, depth=2), TrainConfig(epochs=1, batch=8))
     with pytest.raises(checkpoint.CheckpointError, match="made for profile 'synthetic-fast'"):
         load_proxy(tmp_path / "r", load_profile("synthetic"))
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
         load_proxy(tmp_path / "nothing")
+    load_proxy(tmp_path / "r")  # its own structure loads
+    side_path = tmp_path / "r" / "model.json"
+    side = json.loads(side_path.read_text())
+    del side["structure"]  # as written before the grey-box modelled JPEG: same weights, other forward
+    side_path.write_text(json.dumps(side))
+    with pytest.raises(checkpoint.CheckpointError, match=r"structure 1.*retrain"):
+        load_proxy(tmp_path / "r")
 
 
 def test_ddp_with_torchrun_on_two_cpu_processes(sweep, tmp_path):

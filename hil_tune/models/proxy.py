@@ -30,6 +30,9 @@ from hil_tune.models import isp_blocks as blocks
 from hil_tune.profiles import Profile
 
 KINDS = ("greybox", "unet")
+# Bumped when a model's forward changes with the same weights (2: greybox models JPEG itself), so a
+# checkpoint trained under another structure is refused instead of silently computing something else.
+STRUCTURE = {"greybox": 2, "unet": 1}
 NR = ("filter-strength", "noise-var", "lambda-thr3d")
 WB = ("gain-r", "gain-g", "gain-b", "digital-gain")
 CCM = tuple(f"ccm{i}{j}" for i in range(3) for j in range(3))

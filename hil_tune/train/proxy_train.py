@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from hil_tune.capture.sources import photo_of
-from hil_tune.models.proxy import ProxyConfig, build_proxy
+from hil_tune.models.proxy import STRUCTURE, ProxyConfig, build_proxy
 from hil_tune.profiles import Profile
 from hil_tune.train import checkpoint
 from hil_tune.train.curves import plot_curves
@@ -138,6 +138,7 @@ def train_proxy(
         "profile": profile.name, "profile_sha256": profile.sha256, "profile_data": profile.model_dump(mode="json"),
         "param_names": profile.space.names,
         "encoding": checkpoint.encoding_of(profile), "model": model_cfg.as_dict(), "train": asdict(cfg),
+        "structure": STRUCTURE.get(model_cfg.kind),
         "dataset": {"path": str(dataset), "id": dataset_id(dataset), "samples": len(ds)},
         "split": {"train": len(split.train), "val_sources": len(split.val_sources),
                   "val_params": len(split.val_params), "held_out_sources": split.held_out_sources},
@@ -145,7 +146,8 @@ def train_proxy(
     }  # fmt: skip
     if resume and ckpt_path.exists():
         state, side = checkpoint.load(ckpt_path, profile)
-        if side["model"] != model_cfg.as_dict() or side["dataset"]["id"] != sidecar_base["dataset"]["id"]:
+        same_model = side["model"] == model_cfg.as_dict() and side.get("structure", 1) == sidecar_base["structure"]
+        if not same_model or side["dataset"]["id"] != sidecar_base["dataset"]["id"]:
             raise checkpoint.CheckpointError(f"{ckpt_path}: --resume with another model configuration or dataset")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -221,7 +223,13 @@ def load_proxy(run_dir: Path, profile: Profile | None = None) -> tuple[nn.Module
         prof = Profile.model_validate(
             json.loads(Path(side["dataset"]["path"], "plan.json").read_text())["profile_data"]
         )
-    model = build_proxy(prof, ProxyConfig(**side["model"]))
+    config = ProxyConfig(**side["model"])
+    if side.get("structure", 1) != STRUCTURE.get(config.kind):
+        raise checkpoint.CheckpointError(
+            f"{run_dir}: a {config.kind} proxy of structure {side.get('structure', 1)}, this hil-tune builds "
+            f"structure {STRUCTURE.get(config.kind)} (same weights, different computation): retrain it"
+        )
+    model = build_proxy(prof, config)
     model.load_state_dict(state["model"])
     model.eval()
     return model, side
