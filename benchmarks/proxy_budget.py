@@ -3,9 +3,10 @@
 For each held-out sample with noise reduction on (the photos the trained proxy never saw), the
 real ISP is re-run to get its intermediate images, and the ISP output is compared with:
 - the image before JPEG (what ignoring compression would cost);
-- the differentiable JPEG block applied to the ISP's own pre-JPEG image (how exact the JPEG model is);
-- the grey-box blocks fed the ISP's own denoised mosaic (every block modelled exactly but the denoiser);
-- the grey-box blocks with their stand-in denoiser (the structure alone, as trained);
+- the differentiable JPEG block (isp_blocks.jpeg) on the ISP's own pre-JPEG image (how exact it is);
+- the grey-box blocks fed the ISP's own denoised mosaic, then that JPEG block (every block modelled
+  exactly but the denoiser);
+- the grey-box structure with its stand-in denoiser, as the proxy runs it (chroma subsampling only);
 - the trained grey-box proxy (structure plus residual network).
 And, on the mosaic, the stand-in denoiser against BM3D. Needs benchmarks/proxy.py to have run (its
 sweep and trained grey-box run). Writes benchmarks/results/proxy_budget.json.
@@ -25,6 +26,7 @@ from provenance import header
 
 from hil_tune.capture.dataset import DatasetFolder
 from hil_tune.isp import SyntheticISP
+from hil_tune.models import isp_blocks as blocks
 from hil_tune.raw import CFA_PATTERNS
 from hil_tune.train.data import SweepDataset
 from hil_tune.train.proxy_train import TrainConfig, load_proxy, make_split
@@ -53,6 +55,11 @@ def main() -> int:
     ds = SweepDataset(data)
     split = make_split(ds, TrainConfig(**side["train"]))  # the run's own split: held-out photos stay unseen
     isp = SyntheticISP(profile)
+    settings = profile.pipeline
+
+    def jpeg(display: torch.Tensor) -> torch.Tensor:
+        return blocks.jpeg(display, settings.jpeg_quality, settings.jpeg_subsampling)
+
     rows: dict[str, list[float]] = {}
     with torch.no_grad(), progress() as bar:
         for pos in bar.track(split.val_sources, description="error budget"):
@@ -67,8 +74,8 @@ def main() -> int:
             stand_in = model.denoise(mosaic, u)
             figures = {
                 "before_jpeg": psnr(st.toned, st.output, 255),
-                "jpeg_model_on_isp_image": psnr(hwc(model.compress(toned)), st.output, 255),
-                "blocks_with_isp_denoised_mosaic": psnr(hwc(model.compress(exact)), st.output, 255),
+                "jpeg_model_on_isp_image": psnr(hwc(jpeg(toned)), st.output, 255),
+                "blocks_with_isp_denoised_mosaic": psnr(hwc(jpeg(exact)), st.output, 255),
                 "blocks_with_stand_in_denoiser": psnr(hwc(model.structural(mosaic, cfa, u)[0]), st.output, 255),
                 "trained_proxy": psnr(hwc(model(mosaic, cfa, u).clamp(0, 1)), st.output, 255),
                 "mosaic_stand_in_vs_bm3d": psnr(stand_in[0, 0].numpy(), st.denoised, 1.0),

@@ -43,7 +43,7 @@ def test_greybox_structure_matches_the_isp_blocks(synthetic, offset):
         display, linear = model.structural(mosaic, torch.tensor([CFAS.index(frame.cfa)]), u)
     assert np.abs(linear[0].permute(1, 2, 0).numpy() - stages.sharpened).max() < 1e-5
     err = display[0].permute(1, 2, 0).numpy() - stages.output / 255
-    assert 10 * np.log10(1 / np.mean(err**2)) > 40  # JPEG modelled too: what is left is libjpeg's rounding
+    assert 10 * np.log10(1 / np.mean(err**2)) > 30  # what is left is JPEG's DCT noise
 
 
 @pytest.mark.parametrize("subsampling", ["4:2:0", "4:2:2", "4:4:4"])
@@ -114,9 +114,9 @@ def test_a_checkpoint_refuses_another_profile_or_structure(sweep, tmp_path):
     load_proxy(tmp_path / "r")  # its own structure loads
     side_path = tmp_path / "r" / "model.json"
     side = json.loads(side_path.read_text())
-    del side["structure"]  # as written before the grey-box modelled JPEG: same weights, other forward
+    side["structure"] = 99  # another forward over the same weights
     side_path.write_text(json.dumps(side))
-    with pytest.raises(checkpoint.CheckpointError, match=r"structure 1.*retrain"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"structure 99.*retrain"):
         load_proxy(tmp_path / "r")
 
 

@@ -170,6 +170,21 @@ def jpeg(rgb: Tensor, quality: int, subsampling: str = "4:2:0") -> Tensor:
     return (out[..., :h, :w] / 255).clamp(0, 1)
 
 
+def chroma_subsample(rgb: Tensor, subsampling: str) -> Tensor:
+    """What JPEG's chroma subsampling does to a display image: YCbCr (JFIF), chroma averaged over
+    2x2 (4:2:0) or 2x1 (4:2:2) blocks, brought back up with a triangle filter as libjpeg's fancy
+    upsampling does. The DCT quantisation noise is left to the residual network."""
+    if subsampling == "4:4:4":
+        return rgb
+    r, g, b = rgb.unbind(1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    chroma = torch.stack([-0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b], 1)
+    pool = (2, 2) if subsampling == "4:2:0" else (1, 2)
+    small = F.avg_pool2d(chroma, pool, ceil_mode=True)
+    cb, cr = F.interpolate(small, size=rgb.shape[-2:], mode="bilinear", align_corners=False).unbind(1)
+    return torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1).clamp(0, 1)
+
+
 def box_mean(x: Tensor, radius: int) -> Tensor:
     return F.avg_pool2d(F.pad(x, (radius,) * 4, mode="reflect"), 2 * radius + 1, stride=1)
 
