@@ -95,10 +95,9 @@ def run(driver, profile, frames: int, rounds: int) -> dict:
 def idle_wake_penalty(frames: int = 150) -> dict[str, float]:
     """The same inference on the same sim frame, back to back and after 15 ms asleep (what a loop
     waiting on a link does), eager on the full preview, and as the live loop runs it (input shrunk
-    by OpenCV, traced graph): the difference is what
-    waiting costs the next inference, whatever the device (on this VM about 0.7 ms eager; spinning
-    instead of sleeping, or a SCHED_IDLE spinner keeping the vCPUs busy, costs nearly as much: it is
-    the time away, not the idling)."""
+    by OpenCV, traced graph): the difference is what waiting costs the next inference, whatever the
+    device (on this VM 0.7 to 0.9 ms; spinning instead of sleeping, or a SCHED_IDLE spinner
+    keeping the vCPUs busy, costs nearly as much: it is the time away, not the idling)."""
     torch.set_num_threads(1)  # as the live loop runs it
     profile = load_profile("synthetic")
     model = predictor_for(profile)

@@ -37,7 +37,7 @@ from hil_tune.drivers.errors import DeviceError, DeviceNotFound
 from hil_tune.models.predictor import for_latency, input_side
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
-from hil_tune.raw import RawFrame, pack4
+from hil_tune.raw import RawFrame, pack4, pack4_rgb
 
 
 @dataclass
@@ -110,9 +110,8 @@ def preview_packed(frame: Frame, size: int, side: int | None = None) -> torch.Te
     else:
         # Sampled through an RGGB mosaic straight into its packed planes (R, Gr, Gb, B), then
         # linearised: a third of the pixels, and 8-bit codes by OpenCV's table look-up.
-        img = frame.image
-        h, w = (img.shape[0] // 2) * 2, (img.shape[1] // 2) * 2
-        planes = np.stack([img[0:h:2, 0:w:2, 0], img[0:h:2, 1:w:2, 1], img[1:h:2, 0:w:2, 1], img[1:h:2, 1:w:2, 2]], -1)
+        h, w = (frame.image.shape[0] // 2) * 2, (frame.image.shape[1] // 2) * 2
+        planes = pack4_rgb(frame.image[:h, :w], "RGGB")
         if planes.dtype == np.uint8:
             packed = cv2.LUT(planes, _DISPLAY_TO_LINEAR)
         else:

@@ -172,6 +172,14 @@ def pack4(mosaic: np.ndarray, cfa: str) -> np.ndarray:
     return np.stack([planes[n] for n in PACK4_ORDER], axis=-1)
 
 
+def pack4_rgb(rgb: np.ndarray, cfa: str) -> np.ndarray:
+    """(..., H, W, 3) RGB sampled through a CFA straight into pack4's planes: pack4(mosaic_rgb(rgb,
+    cfa), cfa) without the full mosaic in between (the live loop's RGB previews)."""
+    names = site_names(cfa)
+    planes = {names[r * 2 + c]: rgb[..., r::2, c::2, "RGB".index(cfa[r * 2 + c])] for r in range(2) for c in range(2)}
+    return np.stack([planes[n] for n in PACK4_ORDER], axis=-1)
+
+
 def unpack4(packed: np.ndarray, cfa: str) -> np.ndarray:
     """Inverse of pack4."""
     names = site_names(cfa)

@@ -33,6 +33,10 @@ def test_pack4_is_canonical_and_invertible(cfa):
     np.testing.assert_array_equal(packed[..., 1:3], 2.0)  # Gr, Gb
     np.testing.assert_array_equal(packed[..., 3], 3.0)  # B
     np.testing.assert_array_equal(unpack4(packed, cfa), m)
+    from hil_tune.raw import pack4_rgb
+
+    varied = np.random.default_rng(0).random((4, 6, 3)).astype(np.float32)
+    np.testing.assert_array_equal(pack4_rgb(varied, cfa), pack4(mosaic_rgb(varied, cfa), cfa))
     p3 = pack3(m, cfa)
     assert p3.shape == (4, 6, 3)
     assert set(np.unique(p3[..., 0])) == {0.0, 1.0} and set(np.unique(p3[..., 2])) == {0.0, 3.0}

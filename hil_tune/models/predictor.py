@@ -124,9 +124,9 @@ def for_latency(model: nn.Module, example: Tensor) -> Callable[[Tensor], Tensor]
     around them costs more than their arithmetic. On this 2-core machine, back to back, on the
     same 128x128 planes: 1.44 ms eager, 0.88 ms traced and frozen; on the 64x64 planes the live loop
     now hands it, channels-last: 0.67 ms (1.2-1.3 against 2.2 ms eager after 15 ms idle, the live
-    loop's case). Only an `AttentionPredictor` is traced (its forward
-    has no data-dependent Python branches); anything else, or a trace whose output differs from
-    eager, runs as it is. `last_attention` is not updated by the traced graph.
+    loop's case). Only an `AttentionPredictor` is traced (its forward has no data-dependent Python
+    branches); anything else, or a trace whose output differs from eager, runs as it is.
+    `last_attention` is not updated by the traced graph.
     """
     if type(model) is not AttentionPredictor:
         return model

@@ -170,7 +170,8 @@ class GreyboxProxy(nn.Module):
         self.nr_gamma = nn.Parameter(torch.tensor(1.0))
         self.demosaic_method = profile.pipeline.demosaic
         self.curve, self.gamma = profile.pipeline.tone, profile.pipeline.gamma
-        self.jpeg_quality, self.subsampling = profile.pipeline.jpeg_quality, profile.pipeline.jpeg_subsampling
+        jpeg = profile.pipeline.jpeg_quality > 0
+        self.subsampling = profile.pipeline.jpeg_subsampling if jpeg else "4:4:4"
         sigma_max = profile.space["usm-sigma"].max if self.use_usm else 1.0
         self.usm_radius = max(1, int(4 * float(sigma_max or 1.0) + 0.5))
         n = len(profile.space)
@@ -216,7 +217,7 @@ class GreyboxProxy(nn.Module):
         fidelity by 0.3 dB, but a predictor trained through it (straight-through gradients of the
         DCT rounding) came out 2.3 dB from the oracle instead of 0.75 (benchmarks/predictor.py).
         """
-        return blocks.chroma_subsample(display, self.subsampling if self.jpeg_quality > 0 else "4:4:4")
+        return blocks.chroma_subsample(display, self.subsampling)
 
     def structural(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """(output of the declared blocks alone, compression included; linear RGB before tone):
