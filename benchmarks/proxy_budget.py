@@ -71,7 +71,7 @@ def main() -> int:
             mosaic, cfa, u = s["mosaic"][None], torch.tensor([s["cfa"]]), s["encoded"][None]
             toned = torch.from_numpy(st.toned.transpose(2, 0, 1)[None].astype(np.float32) / 255)
             exact, _ = model.develop(torch.from_numpy(st.denoised)[None, None], cfa, u)
-            stand_in = model.denoise(mosaic, u)
+            stand_in = model.denoise(mosaic, cfa, u)
             figures = {
                 "before_jpeg": psnr(st.toned, st.output, 255),
                 "jpeg_model_on_isp_image": psnr(hwc(jpeg(toned)), st.output, 255),

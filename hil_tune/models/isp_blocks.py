@@ -14,7 +14,7 @@ import torch.nn.functional as F  # noqa: N812 - the universal torch idiom
 from torch import Tensor
 
 from hil_tune.isp.demosaic import FILTERS
-from hil_tune.raw import CFA_PATTERNS
+from hil_tune.raw import CFA_PATTERNS, PACK4_ORDER, site_names
 
 CFAS = tuple(CFA_PATTERNS)
 
@@ -185,17 +185,20 @@ def chroma_subsample(rgb: Tensor, subsampling: str) -> Tensor:
     return torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1).clamp(0, 1)
 
 
-def box_mean(x: Tensor, radius: int) -> Tensor:
-    return F.avg_pool2d(F.pad(x, (radius,) * 4, mode="reflect"), 2 * radius + 1, stride=1)
+def _pack_order() -> Tensor:
+    """(CFA, plane) -> 2x2 phase (row-major) holding raw.PACK4_ORDER's plane for that CFA."""
+    order = [[site_names(p).index(name) for name in PACK4_ORDER] for p in CFAS]
+    return torch.tensor(order)
 
 
-def guided_denoise(mosaic: Tensor, eps: Tensor, radius: int = 2) -> Tensor:
-    """Self-guided filter (He et al.) on each Bayer plane: a differentiable, edge-preserving
-    stand-in for the device's denoiser whose strength `eps` (B,) is a noise variance. eps = 0 is
-    the identity, as filter-strength 0 is in the ISP."""
-    planes = F.pixel_unshuffle(mosaic, 2)  # (B, 4, H/2, W/2): one plane per 2x2 site
-    mean = box_mean(planes, radius)
-    var = (box_mean(planes * planes, radius) - mean * mean).clamp(min=0)
-    a = var / (var + eps[:, None, None, None] + 1e-12)
-    b = mean - a * mean
-    return F.pixel_shuffle(box_mean(a, radius) * planes + box_mean(b, radius), 2)
+def pack4(mosaic: Tensor, cfa: Tensor) -> Tensor:
+    """(B, 1, H, W) mosaic -> (B, 4, H/2, W/2) planes in raw.pack4's R, Gr, Gb, B order, per sample CFA."""
+    phases = F.pixel_unshuffle(mosaic, 2)
+    order = _pack_order().to(cfa.device)[cfa]  # (B, 4)
+    return phases.gather(1, order[:, :, None, None].expand(-1, -1, *phases.shape[-2:]))
+
+
+def unpack4(planes: Tensor, cfa: Tensor) -> Tensor:
+    """Inverse of pack4."""
+    order = _pack_order().to(cfa.device)[cfa].argsort(1)
+    return F.pixel_shuffle(planes.gather(1, order[:, :, None, None].expand(-1, -1, *planes.shape[-2:])), 2)

@@ -8,13 +8,13 @@ ISP would output, and are differentiable in u.
   level; a U-Net regresses the output. It must learn multiplications (gains, colour matrix) by
   addition, which is where it stalls.
 - `greybox`: the profile's standard blocks as differentiable code with their parameters wired in
-  (a guided-filter stand-in for the denoiser with a learnt strength law, white balance and
-  digital gain, demosaic, colour matrix, unsharp mask, tone curve, JPEG's chroma subsampling; see
+  (BM3D's two collaborative-filtering stages, see collaborative.py; white balance and digital
+  gain, demosaic, colour matrix, unsharp mask, tone curve, JPEG's chroma subsampling, see
   isp_blocks.py), followed by a residual U-Net whose features are modulated by the parameters
-  (FiLM) and which learns what the device does beyond that structure: the real denoiser's
-  detail, compression noise, a different tone curve or block order. Blocks the profile does not
-  declare are skipped (a black-box ISP gets demosaic + residual only), so the same model serves
-  hardware.
+  (FiLM) and which learns what the device does beyond that structure: what the denoiser does that
+  the collaborative filter does not, compression noise, a different tone curve or block order.
+  Blocks the profile does not declare are skipped (a black-box ISP gets demosaic + residual only),
+  so the same model serves hardware.
 """
 
 from __future__ import annotations
@@ -25,14 +25,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hil_tune.isp.denoise import NOISE_TYPES, noise_psd
 from hil_tune.models import isp_blocks as blocks
+from hil_tune.models.collaborative import NoiseTables, collaborative_denoise, noise_tables
 from hil_tune.profiles import Profile
 
 KINDS = ("greybox", "unet")
 # Bumped when a model's forward changes with the same weights, so a
 # checkpoint trained under another structure is refused instead of silently computing something else.
-STRUCTURE = {"greybox": 1, "unet": 1}
-NR = ("filter-strength", "noise-var", "lambda-thr3d")
+STRUCTURE = {"greybox": 2, "unet": 1}
+NR = ("filter-strength", "noise-type", "noise-var", "lambda-thr3d", "mu2")
 WB = ("gain-r", "gain-g", "gain-b", "digital-gain")
 CCM = tuple(f"ccm{i}{j}" for i in range(3) for j in range(3))
 USM = ("usm-amount", "usm-sigma")
@@ -163,11 +165,13 @@ class GreyboxProxy(nn.Module):
         self.config = config
         self.values = ParamValues(profile)
         self.use_wb, self.use_ccm, self.use_usm = self.values.has(WB), self.values.has(CCM), self.values.has(USM)
-        self.use_nr = self.values.has(NR)
+        self.noise_types = profile.space["noise-type"].choices if "noise-type" in profile.space.names else None
+        self.use_nr = self.values.has(NR) and set(self.noise_types or ()) <= set(NOISE_TYPES)
         self.noise_var_scale = profile.pipeline.noise_var_scale
-        # Strength of the stand-in denoiser: eps = k (strength * sigma)^2 (lambda / 3)^g, k and g learnt.
-        self.nr_log_k = nn.Parameter(torch.tensor(1.0))
-        self.nr_gamma = nn.Parameter(torch.tensor(1.0))
+        # Learnt log-scales of the coefficient noise variances of the two stages: room for what the
+        # bm3d binary adds for correlated noise (it corrects for noise shared by overlapping blocks).
+        self.nr_log_var = nn.Parameter(torch.zeros(2))
+        self._noise_tables: dict[tuple[int, int], tuple[NoiseTables, NoiseTables]] = {}
         self.demosaic_method = profile.pipeline.demosaic
         self.curve, self.gamma = profile.pipeline.tone, profile.pipeline.gamma
         jpeg = profile.pipeline.jpeg_quality > 0
@@ -183,14 +187,35 @@ class GreyboxProxy(nn.Module):
         nn.init.normal_(self.residual.out.weight, std=1e-3)
         nn.init.zeros_(self.residual.out.bias)
 
-    def denoise(self, mosaic: Tensor, u: Tensor) -> Tensor:
-        """The stand-in denoiser: a guided filter whose strength follows the declared parameters."""
+    def _noise(self, index: Tensor, shape: tuple[int, int], like: Tensor) -> tuple[NoiseTables, NoiseTables]:
+        """The unit-variance noise tables of each sample's noise type, on planes of `shape`, for the
+        bior1.5 and the DCT stage. A PSD depends on the plane size, so they are cached per shape."""
+        if shape not in self._noise_tables:
+            assert self.noise_types is not None
+            psds = [noise_psd(t, 1.0, shape) for t in self.noise_types]
+            self._noise_tables[shape] = tuple(  # type: ignore[assignment]
+                NoiseTables.stack([noise_tables(p, name) for p in psds], like) for name in ("bior1.5", "dct")
+            )
+        return tuple(  # type: ignore[return-value]
+            NoiseTables(t.coloured.to(like.device)[index], t.white.to(like.device)[index])
+            for t in self._noise_tables[shape]
+        )
+
+    def denoise(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> Tensor:
+        """BM3D's collaborative filtering (collaborative.py) on the packed mosaic, with the declared
+        knobs wired in: the noise type picks the PSD, noise-var scales it, and filter-strength,
+        lambda-thr3d and mu2 act where bm3d applies them. Output clipped to [0, 1], as the ISP does."""
         if not self.use_nr:
             return mosaic
-        strength, noise_var, lam = self.values.pick(self.values(u), NR).unbind(1)
-        sigma2 = strength.clamp(min=0) ** 2 * noise_var * self.noise_var_scale
-        eps = self.nr_log_k.exp() * sigma2 * (lam / 3).clamp(min=1e-3) ** self.nr_gamma.clamp(0, 3)
-        return blocks.guided_denoise(mosaic, eps)
+        strength, kind, noise_var, lam, mu2 = self.values.pick(self.values(u), NR).unbind(1)
+        assert self.noise_types is not None
+        index = (kind.detach() * len(self.noise_types)).long().clamp(0, len(self.noise_types) - 1)
+        planes = blocks.pack4(mosaic, cfa)
+        noise = self._noise(index, tuple(planes.shape[-2:]), mosaic)  # type: ignore[arg-type]
+        variance = noise_var * self.noise_var_scale
+        scale = self.nr_log_var.exp()
+        out = collaborative_denoise(planes, noise, (variance * scale[0], variance * scale[1]), lam, mu2, strength)
+        return blocks.unpack4(out, cfa).clamp(0, 1)
 
     def develop(self, denoised: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """The declared blocks after the denoiser -> (display-encoded image before JPEG, linear RGB
@@ -222,12 +247,12 @@ class GreyboxProxy(nn.Module):
     def structural(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """(output of the declared blocks alone, compression included; linear RGB before tone):
         what the proxy knows before it has learnt anything."""
-        display, linear = self.develop(self.denoise(mosaic, u), cfa, u)
+        display, linear = self.develop(self.denoise(mosaic, cfa, u), cfa, u)
         return self.compress(display), linear
 
     def forward(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> Tensor:
         _check(mosaic, self.config.depth)
-        display, linear = self.develop(self.denoise(mosaic, u), cfa, u)
+        display, linear = self.develop(self.denoise(mosaic, cfa, u), cfa, u)
         display = self.compress(display)
         return display + self.residual(torch.cat([display, linear, mosaic], 1), emb=self.embed(u))
 
