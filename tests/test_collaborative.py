@@ -129,3 +129,25 @@ def test_refuses_planes_smaller_than_a_block():
     noise = _tables(noise_psd("gw", 1.0, (6, 16)), planes)
     with pytest.raises(ValueError, match="smaller than the 8x8 block"):
         collaborative_denoise(planes, noise, (torch.ones(1),) * 2, *(torch.ones(1),) * 3)
+
+
+def test_block_matching_keeps_to_the_window_and_finds_the_nearest_blocks():
+    """On a plane wider than the search window: every stack lies within the window around its
+    reference, the reference leads, and the stack is the nearest blocks by brute force."""
+    from hil_tune.models.collaborative import _match
+
+    plane = torch.rand(1, 60, 52)
+    idx, size = _match(plane, step=3, window=39, stack=16, tau=1e9)
+    hb, wb = 60 - 7, 52 - 7
+    blocks = torch.nn.functional.unfold(plane[:, None], 8)[0].T  # (L, 64)
+    rows = [*range(0, hb, 3)] + ([hb - 1] if (hb - 1) % 3 else [])
+    cols = [*range(0, wb, 3)] + ([wb - 1] if (wb - 1) % 3 else [])
+    refs = [r * wb + c for r in rows for c in cols]
+    assert idx.shape == (1, len(refs), 16) and bool((size == 16).all())
+    for n, ref in enumerate(refs):
+        ry, rx = divmod(ref, wb)
+        near = [p for p in range(hb * wb) if abs(p // wb - ry) <= 19 and abs(p % wb - rx) <= 19]
+        dist = ((blocks[near] - blocks[ref]) ** 2).sum(1)
+        expected = {near[i] for i in dist.argsort()[:16].tolist()}
+        assert int(idx[0, n, 0]) == ref
+        assert set(idx[0, n].tolist()) == expected

@@ -146,15 +146,18 @@ def _match(plane: Tensor, step: int, window: int, stack: int, tau: float) -> tup
     k = min(stack, hb * wb)
     idx_chunks, dist_chunks = [], []
     norms = (blocks**2).sum(-1)  # (B, L)
-    chunk = max(1, (1 << 24) // max(1, b * hb * wb))
+    chunk = max(1, (1 << 22) // max(1, b * wb * (2 * half + step + 1)))
     for start in range(0, refs.numel(), chunk):
         r = refs[start : start + chunk]
-        d = norms[:, r, None] + norms[:, None, :] - 2 * blocks[:, r] @ blocks.transpose(1, 2)
-        far = ((by[r, None] - by[None, :]).abs() > half) | ((bx[r, None] - bx[None, :]).abs() > half)
+        # candidates: the block rows any of these references' windows reach (refs run row-major)
+        lo = max(0, int(by[r[0]]) - half) * wb
+        hi = min(hb, int(by[r[-1]]) + half + 1) * wb
+        d = norms[:, r, None] + norms[:, None, lo:hi] - 2 * blocks[:, r] @ blocks[:, lo:hi].transpose(1, 2)
+        far = ((by[r, None] - by[None, lo:hi]).abs() > half) | ((bx[r, None] - bx[None, lo:hi]).abs() > half)
         d = d.masked_fill(far, float("inf"))
-        d[:, torch.arange(r.numel(), device=dev), r] = -1.0  # the reference leads its own stack
-        dist, idx = d.topk(k, dim=-1, largest=False)
-        idx_chunks.append(idx)
+        d[:, torch.arange(r.numel(), device=dev), r - lo] = -1.0  # the reference leads its own stack
+        dist, idx = d.topk(min(k, hi - lo), dim=-1, largest=False)
+        idx_chunks.append(idx + lo)
         dist_chunks.append(dist)
     idx, dist = torch.cat(idx_chunks, 1), torch.cat(dist_chunks, 1)
     # bm4d caps the distance at tau * (block area) * (the plane's range)^2 and stacks at least 2 blocks.
@@ -264,31 +267,31 @@ def _stage(
     wiener: bool,
 ) -> Tensor:
     """One stage: match on `guide`'s first channel, transform the stacks of `noisy` (and of
-    `guide`, the Wiener pilot), shrink, aggregate. Stacks are grouped by size, one Haar per size."""
+    `guide`, the Wiener pilot), shrink, aggregate. Stacks are filtered by size, one Haar per size,
+    in chunks that bound the (stacks, 64, g, g) noise covariance on large images."""
     b, c, h, w = noisy.shape
     stack, window, step, tau = setting
     with torch.no_grad():
         idx, size = _match(guide[:, 0].detach(), step, window, stack, tau / 255.0**2)
     t = _transform(transform)
     fwd, inv = noisy.new_tensor(t.forward), noisy.new_tensor(t.inverse)
-    n_pos = (h - BLOCK + 1) * (w - BLOCK + 1)
-    flat_idx = idx + (torch.arange(b, device=noisy.device) * n_pos)[:, None, None]
+    wb = w - BLOCK + 1
+    flat_idx = idx + (torch.arange(b, device=noisy.device) * (h - BLOCK + 1) * wb)[:, None, None]
     agg = _Aggregator(b, c, h, w, noisy)
     z_all = _stacks(noisy, idx)  # (B, R, C, K, 64)
     p_all = _stacks(guide, idx) if wiener else None
-    batch_of = torch.arange(b, device=noisy.device)[:, None].expand_as(size)
-    for g in sorted(set(size.reshape(-1).tolist())):
-        sel = size == g
-        bsel = batch_of[sel]
+
+    def filter_stacks(at: Tensor, g: int) -> None:
+        """Filter the stacks at (batch, reference) positions `at` (N, 2), all of size g."""
+        bsel, rsel = at.unbind(1)
         haar = noisy.new_tensor(_haar(g))
-        z = z_all[sel][:, :, :g] @ fwd.T  # (N, C, g, 64)
-        z = torch.einsum("ij,ncjk->ncik", haar, z)
+        z = torch.einsum("ij,ncjk->ncik", haar, z_all[bsel, rsel][:, :, :g] @ fwd.T)  # (N, C, g, 64)
         with torch.no_grad():
-            unit = _stack_variance(noise, bsel, idx[sel][:, :g], haar, wb=w - BLOCK + 1)  # (N, 1, g, 64)
+            unit = _stack_variance(noise, bsel, idx[bsel, rsel][:, :g], haar, wb=wb)  # (N, 1, g, 64)
         # A PSD can vanish at some coefficients (line noise): floor them, or sqrt and 0/0 give NaN.
         v = (unit * variance[bsel][:, None, None, None]).clamp(min=1e-12)
-        if wiener:
-            p = torch.einsum("ij,ncjk->ncik", haar, p_all[sel][:, :, :g] @ fwd.T)  # type: ignore[index]
+        if p_all is not None:
+            p = torch.einsum("ij,ncjk->ncik", haar, p_all[bsel, rsel][:, :, :g] @ fwd.T)
             wiener_var = knob[bsel][:, :, None, None] * v
             shrink = p**2 / (p**2 + wiener_var)
             est = shrink * z
@@ -300,6 +303,9 @@ def _stage(
             keep = _hard_mask(z, thr) * (1 - dc) + dc
             est = keep * z
             weight = 1.0 / (keep * v).sum((2, 3)).clamp(min=1e-20)
-        blocks = torch.einsum("ji,ncjk->ncik", haar, est) @ inv.T
-        agg.add(flat_idx[sel][:, :g], blocks, weight)
+        agg.add(flat_idx[bsel, rsel][:, :g], torch.einsum("ji,ncjk->ncik", haar, est) @ inv.T, weight)
+
+    for g in sorted(set(size.reshape(-1).tolist())):
+        for part in (size == g).nonzero().split(max(1, (1 << 24) // (BLOCK * BLOCK * g * g))):
+            filter_stacks(part, g)
     return agg.result()
