@@ -43,7 +43,8 @@ def test_greybox_structure_matches_the_isp_blocks(synthetic, offset):
         display, linear = model.structural(mosaic, torch.tensor([CFAS.index(frame.cfa)]), u)
     assert np.abs(linear[0].permute(1, 2, 0).numpy() - stages.sharpened).max() < 1e-5
     err = display[0].permute(1, 2, 0).numpy() - stages.output / 255
-    assert 10 * np.log10(1 / np.mean(err**2)) > 30  # what is left is JPEG's DCT noise
+    # JPEG included: what is left is where the JPEG block and libjpeg-turbo differ (measured 46.8-47.8 dB)
+    assert 10 * np.log10(1 / np.mean(err**2)) > 44
 
 
 @pytest.mark.parametrize("offset", [(0, 0), (1, 0)], ids=["RGGB", "GBRG"])
@@ -74,7 +75,7 @@ def test_greybox_denoiser_follows_bm3d(synthetic, offset):
         )
     on_mosaic, noisy, at_output = np.mean(figures, axis=0)
     assert all(f[0] > f[1] + 8 for f in figures), figures
-    assert on_mosaic > 42 and at_output > 30, figures  # measured: 43.8 and 32.0 on RGGB
+    assert on_mosaic > 42 and at_output > 30, figures  # measured: 43.8 and 32.5 on RGGB
 
 
 @pytest.mark.parametrize("subsampling", ["4:2:0", "4:2:2", "4:4:4"])
