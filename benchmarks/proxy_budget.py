@@ -6,9 +6,9 @@ real ISP is re-run to get its intermediate images, and the ISP output is compare
 - the differentiable JPEG block (isp_blocks.jpeg) on the ISP's own pre-JPEG image (how exact it is);
 - the grey-box blocks fed the ISP's own denoised mosaic, then that JPEG block (every block modelled
   exactly but the denoiser);
-- the grey-box structure with its stand-in denoiser, as the proxy runs it (chroma subsampling only);
+- the grey-box structure as the proxy runs it (its collaborative filter in place of bm3d, then JPEG);
 - the trained grey-box proxy (structure plus residual network).
-And, on the mosaic, the stand-in denoiser against BM3D. Needs benchmarks/proxy.py to have run (its
+And, on the mosaic, the collaborative filter against BM3D. Needs benchmarks/proxy.py to have run (its
 sweep and trained grey-box run). Writes benchmarks/results/proxy_budget.json.
 Usage: python benchmarks/proxy_budget.py [--work DIR]
 """
@@ -71,14 +71,14 @@ def main() -> int:
             mosaic, cfa, u = s["mosaic"][None], torch.tensor([s["cfa"]]), s["encoded"][None]
             toned = torch.from_numpy(st.toned.transpose(2, 0, 1)[None].astype(np.float32) / 255)
             exact, _ = model.develop(torch.from_numpy(st.denoised)[None, None], cfa, u)
-            stand_in = model.denoise(mosaic, cfa, u)
+            ours = model.denoise(mosaic, cfa, u)
             figures = {
                 "before_jpeg": psnr(st.toned, st.output, 255),
                 "jpeg_model_on_isp_image": psnr(hwc(jpeg(toned)), st.output, 255),
                 "blocks_with_isp_denoised_mosaic": psnr(hwc(jpeg(exact)), st.output, 255),
-                "blocks_with_stand_in_denoiser": psnr(hwc(model.structural(mosaic, cfa, u)[0]), st.output, 255),
+                "proxy_blocks_without_residual": psnr(hwc(model.structural(mosaic, cfa, u)[0]), st.output, 255),
                 "trained_proxy": psnr(hwc(model(mosaic, cfa, u).clamp(0, 1)), st.output, 255),
-                "mosaic_stand_in_vs_bm3d": psnr(stand_in[0, 0].numpy(), st.denoised, 1.0),
+                "mosaic_proxy_denoiser_vs_bm3d": psnr(ours[0, 0].numpy(), st.denoised, 1.0),
                 "mosaic_noisy_vs_bm3d": psnr(s["mosaic"][0].numpy(), st.denoised, 1.0),
             }
             for k, v in figures.items():
