@@ -169,7 +169,7 @@ class GreyboxProxy(nn.Module):
         self.use_nr = self.values.has(NR) and set(self.noise_types or ()) <= set(NOISE_TYPES)
         self.noise_var_scale = profile.pipeline.noise_var_scale
         # Learnt log-scales of the coefficient noise variances of the two stages: room for what the
-        # bm3d binary adds for correlated noise (it corrects for noise shared by overlapping blocks).
+        # bm3d binary does otherwise (its reference grid, its block-matching correction for correlated noise).
         self.nr_log_var = nn.Parameter(torch.zeros(2))
         self._noise_tables: dict[tuple[int, int], tuple[NoiseTables, NoiseTables]] = {}
         self.demosaic_method = profile.pipeline.demosaic
