@@ -76,9 +76,8 @@ def test_torch_pack4_is_raw_pack4(cfa):
     np.testing.assert_array_equal(isp_blocks.unpack4(planes, index)[:, 0].numpy(), mosaic)
 
 
-def _tables(psd: np.ndarray, like: torch.Tensor, batch: int = 1) -> tuple[NoiseTables, NoiseTables]:
-    unit = psd / (psd.mean() / psd.size)
-    return tuple(NoiseTables.stack([noise_tables(unit, name)] * batch, like) for name in ("bior1.5", "dct"))  # type: ignore[return-value]
+def _tables(unit_psd: np.ndarray, like: torch.Tensor, batch: int = 1) -> tuple[NoiseTables, NoiseTables]:
+    return tuple(NoiseTables.stack([noise_tables(unit_psd, name)] * batch, like) for name in ("bior1.5", "dct"))  # type: ignore[return-value]
 
 
 def _run(packed: np.ndarray, noise_type: str, noise_var: float, lam: float, mu2: float, strength: float):

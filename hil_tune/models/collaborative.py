@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the universal torch idiom
 from torch import Tensor
 
+from hil_tune.models.isp_blocks import dct_matrix
+
 BLOCK = 8
 # bm3d's 'np' profile: (max stack, search window, step, distance threshold on the 0-255 scale).
 _HT = (16, 39, 3, 3000.0)
@@ -57,13 +59,6 @@ _BIOR15 = np.array(
 )  # fmt: skip
 
 
-def _dct(n: int) -> np.ndarray:
-    k, x = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    m = np.cos(np.pi * (2 * x + 1) * k / (2 * n)) * np.sqrt(2 / n)
-    m[0] /= np.sqrt(2)
-    return m
-
-
 def _haar(n: int) -> np.ndarray:
     """Orthonormal Haar matrix of size n (a power of two), rows are basis functions."""
     h = np.array([[1.0]])
@@ -80,7 +75,7 @@ class _Transform:
 
 @lru_cache(maxsize=4)
 def _transform(name: str) -> _Transform:
-    t = _BIOR15 if name == "bior1.5" else _dct(BLOCK)
+    t = _BIOR15 if name == "bior1.5" else dct_matrix()  # both 8-point, BLOCK
     fwd = np.kron(t, t)
     return _Transform(fwd, np.linalg.inv(fwd))
 
@@ -175,11 +170,11 @@ class _Aggregator:
         self.n_pos = (h - BLOCK + 1) * (w - BLOCK + 1)
         self.num = like.new_zeros(b * self.n_pos, c, BLOCK * BLOCK)
         self.den = like.new_zeros(b * self.n_pos, c)
+        self.window = like.new_tensor(_kaiser())
 
     def add(self, flat_pos: Tensor, blocks: Tensor, weight: Tensor) -> None:
         """flat_pos (N, g) batch-offset positions, blocks (N, C, g, 64), weight (N, C)."""
-        win = blocks.new_tensor(_kaiser())
-        contrib = blocks * (weight[:, :, None, None] * win)
+        contrib = blocks * (weight[:, :, None, None] * self.window)
         rows = contrib.permute(0, 2, 1, 3).reshape(-1, *self.num.shape[1:])  # (N * g, C, 64)
         self.num = self.num.index_add(0, flat_pos.reshape(-1), rows)
         wexp = weight[:, None, :].expand(-1, flat_pos.shape[1], -1).reshape(-1, weight.shape[1])
@@ -187,9 +182,8 @@ class _Aggregator:
 
     def result(self) -> Tensor:
         b, c, h, w = self.shape
-        win = self.num.new_tensor(_kaiser())
         num = self.num.reshape(b, self.n_pos, c * BLOCK * BLOCK).transpose(1, 2)
-        den = (self.den[:, :, None] * win).reshape(b, self.n_pos, c * BLOCK * BLOCK).transpose(1, 2)
+        den = (self.den[:, :, None] * self.window).reshape(b, self.n_pos, c * BLOCK * BLOCK).transpose(1, 2)
         num = F.fold(num.reshape(b, c * BLOCK * BLOCK, -1), (h, w), BLOCK)
         den = F.fold(den.reshape(b, c * BLOCK * BLOCK, -1), (h, w), BLOCK)
         return num / den.clamp(min=1e-12)

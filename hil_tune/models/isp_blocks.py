@@ -112,7 +112,8 @@ def quant_table(base: tuple[int, ...], quality: int) -> np.ndarray:
     return np.clip((np.asarray(base) * scale + 50) // 100, 1, 255).reshape(8, 8)
 
 
-def _dct_matrix() -> np.ndarray:
+def dct_matrix() -> np.ndarray:
+    """The orthonormal 8-point DCT-II (rows are basis functions): JPEG's, and BM3D's Wiener stage's."""
     k, n = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
     c = np.cos(np.pi * (2 * n + 1) * k / 16) * np.sqrt(2 / 8)
     c[0] /= np.sqrt(2)
@@ -153,7 +154,7 @@ def jpeg(rgb: Tensor, quality: int, subsampling: str = "4:2:0") -> Tensor:
     r, g, b = x.unbind(1)
     y = 0.299 * r + 0.587 * g + 0.114 * b
     chroma = torch.stack([-0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b], 1)
-    dct = torch.as_tensor(_dct_matrix(), dtype=rgb.dtype, device=rgb.device)
+    dct = torch.as_tensor(dct_matrix(), dtype=rgb.dtype, device=rgb.device)
     luma_q = torch.as_tensor(quant_table(_LUMA_Q, quality), dtype=rgb.dtype, device=rgb.device)
     chroma_q = torch.as_tensor(quant_table(_CHROMA_Q, quality), dtype=rgb.dtype, device=rgb.device)
     y = _quantise_blocks(straight_round(y) - 128, luma_q, dct) + 128
