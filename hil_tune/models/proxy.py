@@ -28,16 +28,27 @@ from torch import Tensor, nn
 from hil_tune.isp.denoise import NOISE_TYPES, noise_psd
 from hil_tune.models import isp_blocks as blocks
 from hil_tune.models.collaborative import NoiseTables, collaborative_denoise, noise_tables
+from hil_tune.models.learnt_blocks import (
+    Bilateral,
+    Choice,
+    DetailMix,
+    EdgeDirectedDemosaic,
+    MonotoneCurve,
+    knob_features,
+)
 from hil_tune.profiles import Profile
 
 KINDS = ("greybox", "unet")
 # Bumped when a model's forward changes with the same weights, so a
 # checkpoint trained under another structure is refused instead of silently computing something else.
-STRUCTURE = {"greybox": 3, "unet": 1}
+STRUCTURE = {"greybox": 4, "unet": 1}
 NR = ("filter-strength", "noise-type", "noise-var", "lambda-thr3d", "mu2")
 WB = ("gain-r", "gain-g", "gain-b", "digital-gain")
 CCM = tuple(f"ccm{i}{j}" for i in range(3) for j in range(3))
 USM = ("usm-amount", "usm-sigma")
+NR_GROUP = "noise-reduction"
+# Epochs of training before candidate blocks whose weight has fallen below their threshold are pruned.
+PRUNE_AFTER_EPOCHS = 2
 
 
 @dataclass(frozen=True)
@@ -158,7 +169,16 @@ class UNetProxy(nn.Module):
 
 
 class GreyboxProxy(nn.Module):
-    """Differentiable standard blocks with their parameters wired in, plus a FiLM residual U-Net."""
+    """Differentiable blocks with the device's knobs wired in, their fixed parts learnt (see
+    learnt_blocks.py), plus a FiLM residual U-Net for what no block explains.
+
+    Structure: denoise (a learnt choice between BM3D's collaborative filter, when the profile
+    declares BM3D's knobs, and a bilateral filter whose widths are a learnt law of the
+    noise-reduction knobs) -> gains and colour matrix (a learnt choice of their order: gains on the
+    mosaic before demosaic, or on RGB after the matrix) with a learnt choice of demosaic (Malvar's
+    linear filters or edge-directed) -> unsharp mask with a learnt detail mixing -> a learnt
+    monotone tone curve -> JPEG as the profile sets it -> residual.
+    """
 
     def __init__(self, profile: Profile, config: ProxyConfig) -> None:
         super().__init__()
@@ -166,14 +186,22 @@ class GreyboxProxy(nn.Module):
         self.values = ParamValues(profile)
         self.use_wb, self.use_ccm, self.use_usm = self.values.has(WB), self.values.has(CCM), self.values.has(USM)
         self.noise_types = profile.space["noise-type"].choices if "noise-type" in profile.space.names else None
-        self.use_nr = self.values.has(NR) and set(self.noise_types or ()) <= set(NOISE_TYPES)
+        self.use_bm3d = self.values.has(NR) and set(self.noise_types or ()) <= set(NOISE_TYPES)
+        self.nr_knobs = [i for i, s in enumerate(profile.space) if s.group == NR_GROUP]
         self.noise_var_scale = profile.pipeline.noise_var_scale
         # Learnt log-scales of the coefficient noise variances of the two stages: room for what the
         # bm3d binary does otherwise (its reference grid, its block-matching correction for correlated noise).
         self.nr_log_var = nn.Parameter(torch.zeros(2))
         self._noise_tables: dict[tuple[int, int], tuple[NoiseTables, NoiseTables]] = {}
+        denoisers = (["collaborative"] if self.use_bm3d else []) + (["bilateral"] if self.nr_knobs else [])
+        self.denoiser = Choice(denoisers) if denoisers else None
+        self.bilateral = Bilateral(2 * len(self.nr_knobs)) if self.nr_knobs else None
+        self.order = Choice(["gains-first", "matrix-first"]) if self.use_wb or self.use_ccm else None
+        self.demosaicker = Choice(["malvar", "edge-directed"])
+        self.edge_directed = EdgeDirectedDemosaic()
         self.demosaic_method = profile.pipeline.demosaic
-        self.curve, self.gamma = profile.pipeline.tone, profile.pipeline.gamma
+        self.detail = DetailMix()
+        self.curve = MonotoneCurve(profile.pipeline.tone, profile.pipeline.gamma)
         self.jpeg_quality = int(profile.pipeline.jpeg_quality)
         self.subsampling = profile.pipeline.jpeg_subsampling if self.jpeg_quality > 0 else "4:4:4"
         sigma_max = profile.space["usm-sigma"].max if self.use_usm else 1.0
@@ -186,6 +214,36 @@ class GreyboxProxy(nn.Module):
         self.residual = UNet(7, 3, config.width, config.depth, film_dim=config.film_dim)
         nn.init.normal_(self.residual.out.weight, std=1e-3)
         nn.init.zeros_(self.residual.out.bias)
+
+    def choices(self) -> dict[str, Choice]:
+        """The learnt structural choices, by name."""
+        found = {"denoiser": self.denoiser, "order": self.order, "demosaic": self.demosaicker}
+        return {k: v for k, v in found.items() if v is not None}
+
+    def structure(self) -> dict[str, dict[str, float]]:
+        """What the proxy has learnt of the device's structure: each choice's surviving weights."""
+        return {name: choice.chosen() for name, choice in self.choices().items()}
+
+    def fix_standard(self) -> None:
+        """Fix every choice at the synthetic ISP's block (tests compare that structure with the ISP)."""
+        standard = {"denoiser": "collaborative", "order": "gains-first", "demosaic": "malvar"}
+        for name, choice in self.choices().items():
+            choice.fix(standard[name] if standard[name] in choice.names else choice.names[0])
+
+    def end_epoch(self, epoch: int) -> dict[str, list[str]]:
+        """After the warm-up epochs, prune candidate blocks the data has voted down."""
+        if epoch + 1 < PRUNE_AFTER_EPOCHS:
+            return {}
+        dropped = {name: choice.prune() for name, choice in self.choices().items()}
+        return {k: v for k, v in dropped.items() if v}
+
+    def structure_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the learnt structure (choices, curve, mixing, laws): trained at a higher
+        rate than the residual network, since each is a handful of numbers the data pins down."""
+        mods: list[nn.Module] = [*self.choices().values(), self.curve, self.detail, self.edge_directed]
+        if self.bilateral is not None:
+            mods.append(self.bilateral)
+        return [p for m in mods for p in m.parameters()] + [self.nr_log_var]
 
     def _noise(self, index: Tensor, shape: tuple[int, int], like: Tensor) -> tuple[NoiseTables, NoiseTables]:
         """The unit-variance noise tables of each sample's noise type, on planes of `shape`, for the
@@ -201,39 +259,65 @@ class GreyboxProxy(nn.Module):
             for t in self._noise_tables[shape]
         )
 
-    def denoise(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> Tensor:
-        """BM3D's collaborative filtering (collaborative.py) on the packed mosaic, with the declared
-        knobs wired in: the noise type picks the PSD, noise-var scales it, and filter-strength,
-        lambda-thr3d and mu2 act where bm3d applies them. Output clipped to [0, 1], as the ISP does."""
-        if not self.use_nr:
-            return mosaic
+    def _collaborative(self, planes: Tensor, u: Tensor) -> Tensor:
+        """BM3D's collaborative filtering (collaborative.py) on the packed planes, with the knobs
+        wired in: the noise type picks the PSD, noise-var scales it, and filter-strength,
+        lambda-thr3d and mu2 act where bm3d applies them."""
         strength, kind, noise_var, lam, mu2 = self.values.pick(self.values(u), NR).unbind(1)
         assert self.noise_types is not None
         index = (kind.detach() * len(self.noise_types)).long().clamp(0, len(self.noise_types) - 1)
-        planes = blocks.pack4(mosaic, cfa)
-        noise = self._noise(index, tuple(planes.shape[-2:]), mosaic)  # type: ignore[arg-type]
+        noise = self._noise(index, tuple(planes.shape[-2:]), planes)  # type: ignore[arg-type]
         variance = noise_var * self.noise_var_scale
         scale = self.nr_log_var.exp()
-        out = collaborative_denoise(planes, noise, (variance * scale[0], variance * scale[1]), lam, mu2, strength)
+        return collaborative_denoise(planes, noise, (variance * scale[0], variance * scale[1]), lam, mu2, strength)
+
+    def _bilateral(self, planes: Tensor, u: Tensor) -> Tensor:
+        assert self.bilateral is not None
+        idx = self.nr_knobs
+        v = self.values(u)
+        feats = knob_features(v[:, idx], self.values.lo[idx], self.values.hi[idx], u[:, idx])
+        return self.bilateral(planes, feats)
+
+    def denoise(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> Tensor:
+        """The learnt choice of denoiser on the packed mosaic, clipped to [0, 1] as an ISP does."""
+        if self.denoiser is None:
+            return mosaic
+        planes = blocks.pack4(mosaic, cfa)
+        out = self.denoiser({"collaborative": lambda: self._collaborative(planes, u),
+                             "bilateral": lambda: self._bilateral(planes, u)})  # fmt: skip
         return blocks.unpack4(out, cfa).clamp(0, 1)
 
+    def _demosaic(self, mosaic: Tensor, masks: Tensor) -> Tensor:
+        return self.demosaicker({"malvar": lambda: blocks.demosaic(mosaic, masks, self.demosaic_method),
+                                 "edge-directed": lambda: self.edge_directed(mosaic, masks)})  # fmt: skip
+
     def develop(self, denoised: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-        """The declared blocks after the denoiser -> (display-encoded image before JPEG, linear RGB
-        before tone). Separate from `denoise` so a denoised mosaic from elsewhere (the ISP's own, in
-        the error budget) can be developed exactly as the proxy develops its own."""
+        """The blocks after the denoiser -> (display-encoded image before JPEG, linear RGB before
+        tone). Separate from `denoise` so a denoised mosaic from elsewhere (the ISP's own, in the
+        error budget) can be developed exactly as the proxy develops its own."""
         v = self.values(u)
         masks = blocks.site_masks(cfa, *denoised.shape[-2:])
-        x = denoised
-        if self.use_wb:
-            wb = self.values.pick(v, WB)
-            x = blocks.white_balance(x, masks, wb[:, :3], wb[:, 3])
-        rgb = blocks.demosaic(x, masks, self.demosaic_method)
-        if self.use_ccm:
-            rgb = blocks.color_matrix(rgb, self.values.pick(v, CCM).view(-1, 3, 3))
+        wb = self.values.pick(v, WB) if self.use_wb else None
+        ccm = self.values.pick(v, CCM).view(-1, 3, 3) if self.use_ccm else None
+
+        def gains_first() -> Tensor:
+            x = blocks.white_balance(denoised, masks, wb[:, :3], wb[:, 3]) if wb is not None else denoised
+            rgb = self._demosaic(x, masks)
+            return blocks.color_matrix(rgb, ccm) if ccm is not None else rgb
+
+        def matrix_first() -> Tensor:
+            rgb = self._demosaic(denoised, masks)
+            rgb = blocks.color_matrix(rgb, ccm) if ccm is not None else rgb
+            return (rgb * (wb[:, :3] * wb[:, 3:])[:, :, None, None]).clamp(0, 1) if wb is not None else rgb
+
+        if self.order is None:
+            rgb = self._demosaic(denoised, masks)
+        else:
+            rgb = self.order({"gains-first": gains_first, "matrix-first": matrix_first})
         if self.use_usm:
             usm = self.values.pick(v, USM)
-            rgb = blocks.unsharp_mask(rgb, usm[:, 0], usm[:, 1], self.usm_radius)
-        return blocks.tone(rgb, self.curve, self.gamma), rgb
+            rgb = self.detail(rgb, blocks.gaussian_blur(rgb, usm[:, 1], self.usm_radius), usm[:, 0])
+        return self.curve(rgb), rgb
 
     def compress(self, display: Tensor) -> Tensor:
         """JPEG as libjpeg does it (`blocks.jpeg`, 40-46 dB from Pillow's) in the forward pass; in

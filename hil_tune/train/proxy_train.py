@@ -44,6 +44,9 @@ class TrainConfig:
     val_params: float = 0.1  # share of the other samples held out (unseen parameter sets)
     seed: int = 0
     device: str = "cpu"
+    structure_lr_scale: float = 10.0  # learning-rate multiple for a grey-box's learnt structure
+    probe_steps: int = 60  # steps of the structure probe before training (0: none); see probe_structure
+    probe_crop: int = 64  # centre crop the probe trains on (the collaborative filter's cost grows with area)
 
 
 @dataclass
@@ -95,6 +98,81 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> floa
     return float(torch.cat(values).mean()) if values else None
 
 
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The learnt structure of a grey-box (a few dozen numbers: choices, curve, laws) at
+    `structure_lr_scale` times the rate of the networks, which hold hundreds of thousands."""
+    structure = list(getattr(model, "structure_parameters", list)())
+    ids = {id(p) for p in structure}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": rest, "lr": cfg.lr}]
+    if structure:
+        groups.append({"params": structure, "lr": cfg.lr * cfg.structure_lr_scale})
+    return groups
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(param_groups(model, cfg))
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(param_groups(model, cfg))
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (rmsprop, adam)")
+
+
+def probe_structure(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """Decide a grey-box's structural choices on a budget before training it.
+
+    Why: every candidate block of an undecided choice is computed on every sample, and BM3D's
+    collaborative filter costs ten times the rest of the proxy. A few dozen steps on centre crops,
+    training the structure alone (the residual network is still near zero), show which candidates
+    the device's samples support; those below `PROBE_KEEP` of their choice are pruned before the
+    first epoch. What is left undecided is decided by the epoch-end pruning.
+    """
+    params = list(model.structure_parameters())
+    if not params or cfg.probe_steps <= 0:
+        return {}
+    keep = {id(p) for p in params}
+    frozen = [p for p in model.parameters() if id(p) not in keep and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(params, lr=PROBE_LR)
+    crop = cfg.probe_crop // 4 * 4
+    steps, losses = 0, []
+    try:
+        while steps < cfg.probe_steps:
+            for batch in loader:
+                mosaic, target = batch["mosaic"], batch["output"]
+                h, w = mosaic.shape[-2:]
+                if crop and crop < min(h, w):
+                    y, x = (h - crop) // 4 * 2, (w - crop) // 4 * 2  # even offsets keep the CFA
+                    mosaic, target = mosaic[..., y : y + crop, x : x + crop], target[..., y : y + crop, x : x + crop]
+                pred = model(mosaic.to(device), batch["cfa"].to(device), batch["encoded"].to(device))
+                loss = nn.functional.mse_loss(pred, target.to(device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                steps += 1
+                if steps >= cfg.probe_steps:
+                    break
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    weights = model.structure()
+    pruned = {}
+    for name, choice in model.choices().items():
+        threshold, choice.threshold = choice.threshold, PROBE_KEEP
+        dropped = choice.prune()
+        choice.threshold = threshold
+        if dropped:
+            pruned[name] = dropped
+    return {"steps": steps, "crop": crop, "loss_first": losses[0], "loss_last": losses[-1],
+            "weights": weights, "pruned": pruned}  # fmt: skip
+
+
+PROBE_LR = 0.05
+PROBE_KEEP = 0.2
+
+
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -123,13 +201,7 @@ def train_proxy(
     ds = SweepDataset(dataset)
     split = make_split(ds, cfg)
     model = build_proxy(profile, model_cfg).to(device)
-    opt: torch.optim.Optimizer
-    if cfg.optimizer == "rmsprop":
-        opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr)
-    elif cfg.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r} (rmsprop, adam)")
+    opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     history: list[dict[str, Any]] = []
     start_epoch = 0
@@ -154,10 +226,16 @@ def train_proxy(
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         history = side.get("history", [])
+        sidecar_base["probe"] = side.get("probe", {})
         start_epoch = int(state["epoch"]) + 1
+    if start_epoch == 0 and hasattr(model, "structure_parameters"):
+        probe_gen = torch.Generator().manual_seed(cfg.seed + 7)
+        probe_loader = DataLoader(Subset(ds, split.train), batch_size=cfg.batch, shuffle=True, generator=probe_gen)
+        sidecar_base["probe"] = probe_structure(model, probe_loader, cfg, device)
     net: nn.Module = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model)
+        # Pruned candidate blocks take no gradient: DDP must not wait for them.
+        net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=hasattr(model, "end_epoch"))
     train_set = Subset(ds, split.train)
     sampler = (
         torch.utils.data.DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
@@ -188,9 +266,13 @@ def train_proxy(
                 on_batch(step + 1, len(loader), loss.item())
         sched.step()
         seconds = time.perf_counter() - t0
+        pruned = model.end_epoch(epoch) if hasattr(model, "end_epoch") else {}
         if rank == 0:
             record = {"epoch": epoch, "train_loss": total / max(seen, 1), "seconds": round(seconds, 3),
                       "samples_per_s": round(seen * world / seconds, 3), "lr": opt.param_groups[0]["lr"]}  # fmt: skip
+            if hasattr(model, "structure"):
+                record["structure"] = model.structure()
+                record["pruned"] = pruned
             for name, vl in loaders.items():
                 record[f"{name}_psnr"] = evaluate(model, vl, device)
             history.append(record)

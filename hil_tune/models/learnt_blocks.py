@@ -1,0 +1,210 @@
+"""Blocks whose fixed parts the grey-box proxy learns per device, and a learnt choice among blocks.
+
+Why: a device's knobs are declared in its profile (name, range, ISP group), but how the device
+implements each block is not. The synthetic ISP's blocks in torch follow that ISP to 36 dB and a
+device built otherwise (the `foreign` firmware) to 19.5 dB: every fixed assumption (the tone
+curve, the order of gains and colour matrix, the demosaic, the denoiser, per-channel sharpening)
+costs between 2 and 12 dB when it is wrong (benchmarks/results/proxy.json, the error budget in
+docs/proxy.md). So each assumption becomes a learnt part, initialised at the common choice:
+
+- `MonotoneCurve`: the display transfer curve as a monotone piecewise-linear table (knots uniform
+  in x^(1/2.2), where display curves are nearly straight), initialised from the profile's curve;
+- `DetailMix`: unsharp masking whose detail image passes a learnt 3x3 mixing (identity: per
+  channel; rank one: luminance only; anything between);
+- `EdgeDirectedDemosaic`: Hamilton-Adams-style directional green with a learnt edge sharpness,
+  colour differences interpolated bilinearly; beside Malvar's linear filters;
+- `Bilateral`: an edge-preserving filter on the packed planes whose spatial and range widths are
+  a learnt law of the profile's noise-reduction knobs (linear in their logarithms, plus a small
+  MLP); beside BM3D's collaborative filter when the profile declares BM3D's knobs;
+- `Choice`: a softmax-weighted mix of candidate blocks (gains before or after the colour matrix;
+  one demosaic or another; one denoiser or another). Candidates whose weight falls below a
+  threshold after a warm-up are pruned for good, so a decided choice costs one branch.
+
+None of these looks at a firmware's name: the same recipe learns whichever structure the device's
+samples support.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 - the universal torch idiom
+from torch import Tensor, nn
+
+from hil_tune.transfer import apply_curve
+
+_KNOT_POWER = 2.2  # knots uniform in x ** (1 / 2.2)
+
+
+def _inverse_softplus(y: np.ndarray) -> np.ndarray:
+    return y + np.log(-np.expm1(-y))
+
+
+class MonotoneCurve(nn.Module):
+    """y = f(x) on [0, 1], non-decreasing, piecewise linear on `knots` intervals uniform in
+    x^(1/2.2); both ends free (a filmic curve tops out below 1). Initialised to a named curve."""
+
+    def __init__(self, curve: str = "srgb", gamma: float = 2.2, knots: int = 64) -> None:
+        super().__init__()
+        self.knots = knots
+        x = np.linspace(0.0, 1.0, knots + 1) ** _KNOT_POWER
+        y = apply_curve(x, curve, gamma).astype(np.float64)
+        steps = np.maximum(np.diff(y), 1e-5)
+        self.start = nn.Parameter(torch.tensor(float(y[0]), dtype=torch.float32))
+        self.steps = nn.Parameter(torch.tensor(_inverse_softplus(steps), dtype=torch.float32))
+
+    def table(self) -> Tensor:
+        return torch.cat([self.start[None], self.start + torch.cumsum(F.softplus(self.steps), 0)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.table()
+        t = x.clamp(1e-7, 1.0) ** (1 / _KNOT_POWER) * self.knots
+        i = t.detach().floor().clamp(0, self.knots - 1)
+        f = t - i
+        i = i.long()
+        return (y[i] * (1 - f) + y[i + 1] * f).clamp(0, 1)
+
+
+class DetailMix(nn.Module):
+    """Unsharp mask with a learnt mixing of the detail image: x + amount * K (x - blur(x))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = nn.Parameter(torch.eye(3))
+
+    def forward(self, rgb: Tensor, blurred: Tensor, amount: Tensor) -> Tensor:
+        detail = torch.einsum("ij,bjhw->bihw", self.mix, rgb - blurred)
+        return (rgb + amount[:, None, None, None] * detail).clamp(0, 1)
+
+
+class Choice(nn.Module):
+    """A learnt, prunable choice among named candidate blocks: output = sum_k w_k candidate_k.
+
+    Candidates are thunks, so a pruned one is never computed. `prune` drops candidates whose
+    weight is below `threshold` (never the strongest); `fix` keeps one (tests, or a user who knows).
+    """
+
+    def __init__(self, names: Sequence[str], threshold: float = 0.05) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        self.threshold = threshold
+        self.logits = nn.Parameter(torch.zeros(len(self.names)))
+        self.register_buffer("alive", torch.ones(len(self.names), dtype=torch.bool))
+
+    def weights(self) -> Tensor:
+        return torch.softmax(self.logits.masked_fill(~self.alive, -math.inf), 0)
+
+    def forward(self, candidates: dict[str, Callable[[], Tensor]]) -> Tensor:
+        w = self.weights()
+        live = [k for k, name in enumerate(self.names) if self.alive[k]]
+        if len(live) == 1:
+            return candidates[self.names[live[0]]]()
+        out = None
+        for k in live:
+            term = w[k] * candidates[self.names[k]]()
+            out = term if out is None else out + term
+        assert out is not None
+        return out
+
+    @torch.no_grad()
+    def prune(self) -> list[str]:
+        """Drop weak candidates; returns the names dropped."""
+        w = self.weights()
+        weak = (w < self.threshold) & self.alive
+        weak[int(w.argmax())] = False
+        self.alive &= ~weak
+        return [self.names[k] for k in range(len(self.names)) if weak[k]]
+
+    @torch.no_grad()
+    def fix(self, name: str) -> None:
+        self.alive.copy_(torch.tensor([n == name for n in self.names]))
+
+    def chosen(self) -> dict[str, float]:
+        w = self.weights().detach()
+        return {n: round(float(w[k]), 4) for k, n in enumerate(self.names) if self.alive[k]}
+
+
+def _conv1d(x: Tensor, taps: Sequence[float], axis: int) -> Tensor:
+    """Correlate (B, 1, H, W) with a centred 1-D kernel along H (axis 2) or W (axis 3), mirrored
+    borders without repeating the edge sample (keeps the CFA parity)."""
+    k = torch.tensor(taps, dtype=x.dtype, device=x.device)
+    r = len(taps) // 2
+    if axis == 3:
+        return F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
+
+
+class EdgeDirectedDemosaic(nn.Module):
+    """Hamilton-Adams-style demosaic: green at red and blue sites interpolated along the direction
+    of the smaller gradient (a soft choice with a learnt sharpness, so it is differentiable), then
+    red and blue as bilinearly interpolated colour differences to green."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_sharpness = nn.Parameter(torch.tensor(math.log(200.0)))
+
+    def forward(self, mosaic: Tensor, masks: Tensor) -> Tensor:
+        r_, gr, gb, b_ = masks.unbind(1)
+        green_site = (gr + gb)[:, None]
+        est = (-0.25, 0.5, 0.5, 0.5, -0.25)
+        gh, gv = _conv1d(mosaic, est, 3), _conv1d(mosaic, est, 2)
+        grad = ((1.0, 0.0, -1.0), (-1.0, 0.0, 2.0, 0.0, -1.0))
+        dh = _conv1d(mosaic, grad[0], 3).abs() + _conv1d(mosaic, grad[1], 3).abs()
+        dv = _conv1d(mosaic, grad[0], 2).abs() + _conv1d(mosaic, grad[1], 2).abs()
+        w_h = torch.sigmoid(self.log_sharpness.exp() * (dv - dh))
+        green = green_site * mosaic + (1 - green_site) * (w_h * gh + (1 - w_h) * gv)
+        bilinear = (0.5, 1.0, 0.5)
+        out = []
+        for site in (r_, b_):
+            diff = (mosaic - green) * site[:, None]
+            spread = _conv1d(_conv1d(diff, bilinear, 3), bilinear, 2)
+            out.append(green + spread)
+        return torch.cat([out[0], green, out[1]], 1).clamp(0, 1)
+
+
+class Bilateral(nn.Module):
+    """Edge-preserving filter on (B, C, h, w) planes, each plane guided by itself, over a
+    (2r+1)^2 window: weights exp(-d^2 / 2 s^2 + bias_d - (I_q - I_p)^2 / 2 c^2), where the widths
+    s and c and a blend towards the input are a learnt law of the noise-reduction knobs' features."""
+
+    def __init__(self, n_features: int, radius: int = 3, hidden: int = 16) -> None:
+        super().__init__()
+        self.radius = radius
+        self.linear = nn.Linear(n_features, 3)
+        nn.init.zeros_(self.linear.weight)
+        with torch.no_grad():
+            self.linear.bias.copy_(torch.tensor([math.log(1.0), math.log(0.03), 2.0]))
+        self.mlp = nn.Sequential(nn.Linear(n_features, hidden), nn.SiLU(), nn.Linear(hidden, 3))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+        n = 2 * radius + 1
+        self.offset_bias = nn.Parameter(torch.zeros(n * n))
+        dy, dx = np.meshgrid(np.arange(-radius, radius + 1), np.arange(-radius, radius + 1), indexing="ij")
+        self.register_buffer("dist2", torch.tensor((dy**2 + dx**2).reshape(-1), dtype=torch.float32))
+
+    def forward(self, planes: Tensor, features: Tensor) -> Tensor:
+        b, c, h, w = planes.shape
+        law = self.linear(features) + self.mlp(features)
+        s2 = (2 * law[:, 0]).exp()[:, None, None, None, None]
+        c2 = (2 * law[:, 1]).exp()[:, None, None, None, None]
+        blend = torch.sigmoid(law[:, 2])[:, None, None, None]
+        r = self.radius
+        n = 2 * r + 1
+        patches = F.unfold(F.pad(planes, (r,) * 4, mode="reflect"), n).view(b, c, n * n, h, w)
+        diff2 = (patches - planes[:, :, None]) ** 2
+        logits = -self.dist2[None, None, :, None, None] / (2 * s2) + self.offset_bias[None, None, :, None, None]
+        weights = torch.softmax(logits - diff2 / (2 * c2), dim=2)
+        filtered = (weights * patches).sum(2)
+        return planes + blend * (filtered - planes)
+
+
+def knob_features(values: Tensor, lo: Tensor, hi: Tensor, u: Tensor) -> Tensor:
+    """Features of a group of knobs for a learnt law: the encoded value u, and the log of the value
+    for knobs whose range is non-negative (strengths and variances act multiplicatively)."""
+    positive = lo >= 0
+    span = (hi - lo).clamp(min=1e-12)
+    logs = torch.log(values.clamp(min=0) + 1e-3 * span) * positive
+    return torch.cat([u, logs], 1)

@@ -1,0 +1,124 @@
+"""The grey-box's learnt blocks: each starts at the common choice, keeps its constraint (a monotone
+curve, a region-free choice that prunes), and the structure probe picks the block order a device
+really has, on the synthetic ISP and on the foreign firmware alike, with no code keyed on either."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from capture_helpers import FIVE_PHOTOS, fast_profile
+
+from hil_tune.capture.dataset import DatasetFolder
+from hil_tune.capture.loop import CaptureSettings, run_capture
+from hil_tune.capture.plan import build_plan
+from hil_tune.capture.sources import resolve_sources
+from hil_tune.inputs import bundled_frame
+from hil_tune.models import isp_blocks as blocks
+from hil_tune.models.learnt_blocks import Bilateral, Choice, DetailMix, EdgeDirectedDemosaic, MonotoneCurve
+from hil_tune.models.proxy import GreyboxProxy, ProxyConfig
+from hil_tune.profiles import load_profile
+from hil_tune.train.data import SweepDataset
+from hil_tune.train.proxy_train import TrainConfig, make_split, probe_structure
+from hil_tune.transfer import apply_curve
+
+
+@pytest.mark.parametrize("curve", ["srgb", "gamma", "linear"])
+def test_the_curve_starts_at_the_profile_curve_and_stays_monotone(curve):
+    c = MonotoneCurve(curve, 2.2)
+    x = torch.linspace(0, 1, 20001)
+    expected = torch.tensor(apply_curve(x.double().numpy(), curve, 2.2))
+    assert (c(x).double() - expected).abs().max() * 255 < 0.25  # a quarter of an 8-bit step
+    with torch.no_grad():
+        c.steps.add_(torch.randn_like(c.steps) * 3)
+    assert (c(x).diff() >= 0).all()
+
+
+def test_detail_mixing_spans_per_channel_and_luminance_sharpening():
+    rgb = torch.rand(2, 3, 16, 16)
+    blur = blocks.gaussian_blur(rgb, torch.tensor([1.0, 2.0]), 8)
+    amount = torch.tensor([0.5, 1.5])
+    mix = DetailMix()
+    torch.testing.assert_close(mix(rgb, blur, amount), blocks.unsharp_mask(rgb, amount, torch.tensor([1.0, 2.0]), 8))
+    luma = torch.tensor([0.299, 0.587, 0.114])
+    with torch.no_grad():
+        mix.mix.copy_(torch.ones(3, 1) * luma)
+    detail = torch.einsum("c,bchw->bhw", luma, rgb - blur)[:, None]
+    torch.testing.assert_close(mix(rgb, blur, amount), (rgb + amount[:, None, None, None] * detail).clamp(0, 1))
+
+
+def test_a_choice_mixes_prunes_and_never_computes_a_pruned_candidate():
+    choice = Choice(["a", "b", "c"], threshold=0.1)
+    with torch.no_grad():
+        choice.logits.copy_(torch.tensor([2.0, 0.0, -3.0]))
+    calls = []
+
+    def cand(name, value):
+        def run():
+            calls.append(name)
+            return torch.tensor(value)
+
+        return run
+
+    out = choice({"a": cand("a", 1.0), "b": cand("b", 2.0), "c": cand("c", 3.0)})
+    w = torch.softmax(torch.tensor([2.0, 0.0, -3.0]), 0)
+    torch.testing.assert_close(out, (w * torch.tensor([1.0, 2.0, 3.0])).sum())
+    assert choice.prune() == ["c"] and "c" not in choice.chosen()
+    calls.clear()
+    choice({"a": cand("a", 1.0), "b": cand("b", 2.0), "c": cand("c", 3.0)})
+    assert calls == ["a", "b"]
+    choice.fix("b")
+    assert choice.chosen() == {"b": 1.0}
+    choice.threshold = 1.1
+    assert choice.prune() == []  # the strongest candidate always stays
+
+
+def test_edge_directed_demosaic_is_exact_on_flat_colour_and_close_to_malvar_on_a_photo():
+    frame = bundled_frame("coffee").crop(200, 200, 64, 64)
+    cfa = torch.tensor([blocks.CFAS.index(frame.cfa)])
+    masks = blocks.site_masks(cfa, 64, 64)
+    flat = (masks * torch.tensor([0.2, 0.5, 0.5, 0.7])[None, :, None, None]).sum(1, keepdim=True)
+    out = EdgeDirectedDemosaic()(flat, masks)
+    torch.testing.assert_close(out, torch.tensor([0.2, 0.5, 0.7])[None, :, None, None].expand(1, 3, 64, 64))
+    mosaic = torch.from_numpy(frame.normalized())[None, None]
+    ours, malvar = EdgeDirectedDemosaic()(mosaic, masks), blocks.demosaic(mosaic, masks)
+    assert 10 * torch.log10(1 / ((ours - malvar) ** 2).mean()) > 30
+
+
+def test_the_bilateral_law_spans_identity_to_smoothing():
+    planes = torch.rand(1, 4, 16, 16)
+    bil = Bilateral(n_features=2)
+    with torch.no_grad():
+        bil.linear.bias.copy_(torch.tensor([0.0, -12.0, 10.0]))  # a range width far below the noise
+    torch.testing.assert_close(bil(planes, torch.zeros(1, 2)), planes)
+    with torch.no_grad():
+        bil.linear.bias.copy_(torch.tensor([0.0, 5.0, 10.0]))  # range width far above: a Gaussian
+    smooth = bil(planes, torch.zeros(1, 2))
+    assert smooth.std() < 0.6 * planes.std()
+    feats = torch.zeros(1, 2, requires_grad=True)
+    bil.linear.weight.data.normal_()
+    bil(planes, feats).sum().backward()
+    assert feats.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("firmware", "expected"), [("synthetic", "gains-first"), ("foreign", "matrix-first")])
+def test_the_probe_learns_the_order_of_gains_and_matrix(tmp_path, firmware, expected):
+    """One recipe, two devices: the same probe on a small sweep of each picks the order that
+    device really has (foreign applies its colour matrix before its gains)."""
+    prof = load_profile(fast_profile(tmp_path))
+    plan = build_plan(prof, resolve_sources(FIVE_PHOTOS), samples_per_source=6, patch=32, region="fast")
+    folder = DatasetFolder(tmp_path / "ds")
+    folder.create(plan)
+    run_capture(folder.root, CaptureSettings("sim", {"sensor_size": 32, "firmware": firmware}))
+    torch.manual_seed(0)
+    model = GreyboxProxy(prof, ProxyConfig(width=8, depth=2))
+    ds = SweepDataset(folder.root)
+    cfg = TrainConfig(batch=8, probe_steps=40, probe_crop=32)
+    split = make_split(ds, cfg)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, split.train), batch_size=8, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    report = probe_structure(model, loader, cfg, torch.device("cpu"))
+    weights = report["weights"]["order"]
+    assert weights[expected] > 0.6, report
+    assert report["loss_last"] < report["loss_first"]
+    assert np.isclose(sum(model.structure()["order"].values()), 1.0)
