@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,7 +13,7 @@ from hil_tune.errors import InputError
 
 out = Console()
 err = Console(stderr=True)
-train_app = typer.Typer(no_args_is_help=True, help="Train the ISP proxy (and, later, the predictor).")
+train_app = typer.Typer(no_args_is_help=True, help="Train the ISP proxy or the per-image parameter predictor.")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure trained models against the real ISP.")
 
 
@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(train_app, name="train")
     app.add_typer(eval_app, name="eval")
     app.command("predict")(predict_cmd)
+    app.command("tune")(tune_cmd)
 
 
 @train_app.command("proxy")
@@ -160,23 +161,56 @@ def train_predictor_cmd(
     out.print_json(data=final["metrics"])
 
 
+DriverOpt = Annotated[
+    str | None, typer.Option("--driver", help="Render on this device's driver (default: the run's built-in ISP).")
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="Port, serial number or index, per driver.")]
+OptionOpt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Driver option KEY=VALUE, repeatable.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds for each device call.")]
+
+
+def _renderer(run_dir: Path, driver: str | None, device: str | None, pairs: list[str] | None, timeout: float) -> Any:
+    """A DeviceRenderer on the run's own profile when --driver is given, else None (built-in ISP)."""
+    if driver is None:
+        if device or pairs:
+            raise InputError("--device and --option need --driver")
+        return None
+    from hil_tune.cli_devices import open_options
+    from hil_tune.train.predictor_train import load_predictor
+    from hil_tune.train.renderers import DeviceRenderer
+
+    _, _, profile = load_predictor(run_dir)
+    cls, options = open_options(driver, device, pairs or [], timeout)
+    return DeviceRenderer(cls(profile, **options), profile)
+
+
 @eval_app.command("predictor")
 def eval_predictor_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Predictor run folder.")],
     images: Annotated[list[str], typer.Option("--images", help="Held-out images (files, bundled:NAME, NAME@K draws).")],
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default RUN_DIR/report).")] = None,
     size: Annotated[int, typer.Option(help="Centre crop of each image.")] = 128,
-    expert_budget: Annotated[int, typer.Option("--expert-budget", help="ISP evaluations for the expert.")] = 48,
-    oracle_budget: Annotated[int, typer.Option("--oracle-budget", help="ISP evaluations per image.")] = 24,
-    workers: Annotated[int, typer.Option(help="Processes rendering on the ISP.")] = 2,
+    expert_budget: Annotated[int, typer.Option("--expert-budget", help="Device queries for the expert.")] = 48,
+    oracle_budget: Annotated[int, typer.Option("--oracle-budget", help="Device queries per image.")] = 24,
+    workers: Annotated[int, typer.Option(help="Processes rendering on the built-in ISP.")] = 2,
+    driver: DriverOpt = None,
+    device: DeviceOpt = None,
+    option: OptionOpt = None,
+    timeout: TimeoutOpt = 60.0,
 ) -> None:
-    """Default / expert / predicted / oracle parameters, all measured on the real ISP."""
+    """Default / expert / predicted / predicted+K / ideal / oracle settings, all measured on the
+    device (--driver) or the run's built-in ISP, with the device queries each used."""
     from hil_tune.train.predictor_eval import evaluate_predictor, markdown
 
     target = out_dir or run_dir / "report"
-    with err.status("optimising the expert and oracle settings on the real ISP (CMA-ES)"):
-        report = evaluate_predictor(run_dir, images, target, size=size, expert_budget=expert_budget,
-                                    oracle_budget=oracle_budget, workers=workers)  # fmt: skip
+    renderer = _renderer(run_dir, driver, device, option, timeout)
+    try:
+        with err.status("optimising the expert and oracle settings on the device (CMA-ES)"):
+            report = evaluate_predictor(run_dir, images, target, size=size, expert_budget=expert_budget,
+                                        oracle_budget=oracle_budget, workers=workers, renderer=renderer)  # fmt: skip
+    finally:
+        if renderer is not None:
+            renderer.close()
     out.print(markdown(report))
     out.print(f"wrote {target / 'report.md'}, {target / 'report.json'}, {target / 'grid.png'}")
 
@@ -184,17 +218,61 @@ def eval_predictor_cmd(
 def predict_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Predictor run folder.")],
     input_path: Annotated[str, typer.Argument(metavar="INPUT", help="RAW file, sRGB image or bundled:NAME.")],
-    out_png: Annotated[Path, typer.Option("--out", help="Output PNG rendered by the real ISP.")],
+    out_png: Annotated[Path, typer.Option("--out", help="Output PNG rendered by the device.")],
     params_out: Annotated[Path | None, typer.Option("--params-out", help="Write the parameters as JSON.")] = None,
     size: Annotated[int, typer.Option(help="Centre crop (0: whole frame).")] = 0,
+    driver: DriverOpt = None,
+    device: DeviceOpt = None,
+    option: OptionOpt = None,
+    timeout: TimeoutOpt = 60.0,
 ) -> None:
-    """Predict parameters for INPUT, snap them to the grid, render on the real ISP."""
+    """Predict parameters for INPUT, snap them to the grid, render on the device (or built-in ISP)."""
     import json
 
     from hil_tune.train.predictor_eval import render_prediction
 
-    params = render_prediction(run_dir, input_path, out_png, size or None)
+    renderer = _renderer(run_dir, driver, device, option, timeout)
+    try:
+        params = render_prediction(run_dir, input_path, out_png, size or None, renderer=renderer)
+    finally:
+        if renderer is not None:
+            renderer.close()
     if params_out is not None:
         params_out.write_text(json.dumps(params, indent=2))
     out.print_json(data=params)
     out.print(f"wrote {out_png}")
+
+
+def tune_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Predictor run folder.")],
+    input_path: Annotated[str, typer.Argument(metavar="INPUT", help="sRGB image or bundled:NAME (its reference).")],
+    queries: Annotated[int, typer.Option("--queries", help="Device renders after the prediction's own.")] = 10,
+    params_out: Annotated[Path | None, typer.Option("--out", help="Write the best parameters as JSON.")] = None,
+    size: Annotated[int, typer.Option(help="Centre crop (0: whole frame).")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed of the local search.")] = 0,
+    driver: DriverOpt = None,
+    device: DeviceOpt = None,
+    option: OptionOpt = None,
+    timeout: TimeoutOpt = 60.0,
+    workers: Annotated[int, typer.Option(help="Processes rendering on the built-in ISP.")] = 1,
+) -> None:
+    """Tune INPUT's parameters on the device, starting at the prediction: best setting and score."""
+    import json
+
+    from hil_tune.train.predictor_eval import run_firmware, tune_image
+    from hil_tune.train.predictor_train import load_predictor
+    from hil_tune.train.renderers import BuiltinRenderer
+
+    if queries < 0:
+        raise InputError(f"--queries {queries}: must be 0 or more")
+    renderer = _renderer(run_dir, driver, device, option, timeout)
+    if renderer is None:
+        _, side, profile = load_predictor(run_dir)
+        renderer = BuiltinRenderer(profile, run_firmware(side), workers)
+    try:
+        result = tune_image(run_dir, input_path, renderer, queries, size or None, seed)
+    finally:
+        renderer.close()
+    if params_out is not None:
+        params_out.write_text(json.dumps(result["best"], indent=2))
+    out.print_json(data=result)

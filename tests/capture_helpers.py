@@ -61,10 +61,11 @@ FIVE_PHOTOS = [
 ]
 
 
-def fast_sweep(tmp: Path) -> tuple[Path, Profile]:
+def fast_sweep(tmp: Path, text: str = FAST_PROFILE) -> tuple[Path, Profile]:
     """Six 32x32 samples of each of five photos on sim, in the fast region: the proxy and predictor
-    tests' shared dataset. Returns (dataset folder, profile)."""
-    prof = load_profile(fast_profile(tmp))
+    tests' shared dataset (`text`: the profile, BOARD_FAST for the emulated board's). Returns
+    (dataset folder, profile)."""
+    prof = load_profile(fast_profile(tmp, text))
     plan = build_plan(prof, resolve_sources(FIVE_PHOTOS), samples_per_source=6, patch=32, region="fast")
     folder = DatasetFolder(tmp / "ds")
     folder.create(plan)

@@ -117,7 +117,15 @@ def test_predict_and_evaluate_on_the_real_isp(trained):
     report = evaluate_predictor(
         tmp / "pred", held, tmp / "report", size=32, expert_budget=6, oracle_budget=4, workers=1
     )
-    assert set(report["summary"]) == {"default", "expert", "predicted", "oracle"}
+    assert set(report["summary"]) == {
+        "default",
+        "expert",
+        "predicted",
+        "predicted+4",
+        "predicted+10",
+        "ideal",
+        "oracle",
+    }
     assert report["expert"]["budget_evaluations"] == 6 and report["per_image"][0]["image"] == held[0]
     assert (tmp / "report" / "report.md").read_text().count("|") > 20 and (tmp / "report" / "grid.png").exists()
     train_src = json.loads((tmp / "pred" / "model.json").read_text())["dataset"]["train_sources"][0]

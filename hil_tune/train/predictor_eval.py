@@ -15,7 +15,7 @@ optimised, PSNR and SSIM are reported.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,11 @@ from skimage.metrics import structural_similarity
 from hil_tune.capture.dataset import DatasetReader
 from hil_tune.capture.sources import Source, load_source, photo_of, resolve_sources, source_from_id
 from hil_tune.errors import InputError
-from hil_tune.isp.foreign import isp_for
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
 from hil_tune.raw import RawFrame, pack4
 from hil_tune.train.predictor_train import load_predictor
+from hil_tune.train.renderers import BuiltinRenderer, DeviceRenderer, Renderer
 from hil_tune.ui import contact_sheet
 
 
@@ -44,22 +44,12 @@ def predict_params(model: torch.nn.Module, profile: Profile, frame: RawFrame) ->
     return profile.space.decode(u)
 
 
-def _firmware(side: dict[str, Any]) -> str:
+def run_firmware(side: dict[str, Any]) -> str:
+    """The built-in firmware a predictor run was trained against: recorded in its sidecar (newer
+    runs), else read from its dataset (older runs, which need the dataset folder)."""
+    if side.get("firmware"):
+        return str(side["firmware"])
     return DatasetReader(side["dataset"]["path"]).firmware_variant()
-
-
-# -- the real ISP in worker processes (a board would be driven through its driver instead) ----------
-
-_isp: Any = None
-
-
-def _init(profile_data: dict[str, Any], firmware: str) -> None:
-    global _isp
-    _isp = isp_for(firmware, Profile.model_validate(profile_data))
-
-
-def _render(job: tuple[RawFrame, ParamDict]) -> np.ndarray:
-    return _isp.run_frame(*job)
 
 
 def score(output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -69,23 +59,8 @@ def score(output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     return {"psnr": 10 * np.log10(1 / max(mse, 1e-10)), "ssim": s, "loss": float(np.abs(a - b).mean()) + 1 - s}
 
 
-class RealISP:
-    def __init__(self, profile: Profile, firmware: str, workers: int) -> None:
-        self.pool = ProcessPoolExecutor(
-            workers, initializer=_init, initargs=(profile.model_dump(mode="json"), firmware)
-        )
-        self.calls = 0
-
-    def render(self, jobs: list[tuple[RawFrame, ParamDict]]) -> list[np.ndarray]:
-        self.calls += len(jobs)
-        return list(self.pool.map(_render, jobs))
-
-    def close(self) -> None:
-        self.pool.shutdown()
-
-
 def optimise(
-    isp: RealISP,
+    isp: Renderer,
     profile: Profile,
     frames: list[tuple[RawFrame, np.ndarray]],
     lower: np.ndarray,
@@ -100,7 +75,7 @@ def optimise(
 
     def loss_of(u: np.ndarray) -> float:
         params = profile.space.decode(np.clip(u, lower, upper))
-        outs = isp.render([(f, params) for f, _ in frames])
+        outs = isp.render([(f, params) for f, _ in frames], [f.source or "image" for f, _ in frames])
         return float(np.mean([score(o, ref)["loss"] for o, (_, ref) in zip(outs, frames, strict=True)]))
 
     best_u, best = np.clip(x0, lower, upper), loss_of(np.clip(x0, lower, upper))
@@ -120,8 +95,84 @@ def optimise(
     return profile.space.decode(best_u), best
 
 
+def refine(
+    isp: Renderer,
+    profile: Profile,
+    frame: RawFrame,
+    reference: np.ndarray,
+    start: ParamDict,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    queries: int,
+    seed: int,
+    *,
+    start_loss: float | None = None,
+) -> tuple[ParamDict, float, int, np.ndarray | None]:
+    """Per-image tuning on the device warm-started at `start`: a (1+1) evolution strategy in the
+    encoded region box with the one-fifth success rule, `queries` renders after the start's own.
+
+    Why not CMA-ES here: with 4 to 10 queries CMA-ES does not finish its first generation; a
+    (1+1)-ES moves after every query, and starting from a good prediction it needs only small steps.
+    Returns (best setting, its loss, renders used including the start's when it was not given, the
+    best setting's output, or None when no query beat a start given with its loss).
+    """
+    rng = np.random.default_rng(seed)
+    span = np.where(upper - lower > 0, upper - lower, 0.0)
+    best_u = np.clip(profile.space.encode(start), lower, upper)
+    best_params = profile.space.decode(best_u)
+    used, best_out = 0, None
+    if start_loss is None:
+        best_out = isp.render([(frame, best_params)], [frame.source or "image"])[0]
+        start_loss = score(best_out, reference)["loss"]
+        used += 1
+    best, step = float(start_loss), 0.08
+    for _ in range(queries):
+        trial_u = np.clip(best_u + step * span * rng.standard_normal(len(best_u)), lower, upper)
+        trial = profile.space.decode(trial_u)
+        out = isp.render([(frame, trial)], [frame.source or "image"])[0]
+        loss = score(out, reference)["loss"]
+        used += 1
+        if loss < best:
+            best, best_u, best_params, best_out = loss, trial_u, trial, out
+            step *= 1.5
+        else:
+            step *= 1.5 ** (-1 / 4)  # one success in five keeps the step
+    return best_params, best, used, best_out
+
+
+IDEAL_DENOISE = (("filter-strength", 3), ("noise-var", 3))  # knob, grid points across the region
+
+
+def ideal_candidates(profile: Profile, frame: RawFrame, lower: np.ndarray, upper: np.ndarray) -> list[ParamDict]:
+    """The camera's own inverse, where the source knows it (an unprocessed photo records its white
+    balance and colour matrix draws), with a small denoise search: filter-strength x noise-var on a
+    3 x 3 grid across the region. Empty when the frame or the profile cannot say."""
+    wanted = frame.meta.get("ideal_params")
+    names = profile.space.names
+    if not wanted or any(k not in names for k in wanted):
+        return []
+    base = profile.space.defaults()
+    for k, v in wanted.items():
+        spec = profile.space[k]
+        lo, hi = (spec.min, spec.max) if spec.kind == "grid" else (None, None)
+        value = float(v) if lo is None else min(max(float(v), float(lo)), float(hi))  # type: ignore[arg-type]
+        base[k] = spec.quantize(value)[0] if spec.kind == "grid" else v
+    knobs = [(k, n) for k, n in IDEAL_DENOISE if k in names]
+    grids = [np.linspace(lower[names.index(k)], upper[names.index(k)], n) for k, n in knobs]
+    out = []
+    for combo in np.array(np.meshgrid(*grids, indexing="ij")).reshape(len(knobs), -1).T if knobs else [()]:
+        u = profile.space.encode(base)
+        for (k, _), value in zip(knobs, combo, strict=True):
+            u[names.index(k)] = value
+        out.append(profile.space.decode(u))
+    return out
+
+
 def _crop(frame: RawFrame, size: int) -> RawFrame:
     return frame.center_crop(size, size)
+
+
+REFINE_QUERIES = (4, 10)
 
 
 def evaluate_predictor(
@@ -135,7 +186,12 @@ def evaluate_predictor(
     train_images: int = 4,
     workers: int = 2,
     seed: int = 0,
+    renderer: Renderer | None = None,
+    refine_queries: tuple[int, ...] = REFINE_QUERIES,
 ) -> dict[str, Any]:
+    """The table: default, expert, predicted, predicted+K (K device queries of per-image tuning from
+    the prediction), ideal (where the source knows its camera) and oracle, every render by
+    `renderer` (the run's built-in ISP when None)."""
     model, side, profile = load_predictor(run_dir)
     held = resolve_sources(images)
     train_ids = set(side["dataset"]["train_sources"])
@@ -143,13 +199,12 @@ def evaluate_predictor(
     leaked = [s.id for s in held if photo_of(s.id) in train_photos]
     if leaked:
         raise InputError(f"held-out images must not show a training photo (any draw): {', '.join(leaked)}")
-    firmware = _firmware(side)
     lower, upper = np.asarray(side["region"]["lower"]), np.asarray(side["region"]["upper"])
 
     def prepared(sources: list[Source]) -> list[tuple[str, RawFrame, np.ndarray]]:
         out_ = []
         for s in sources:
-            frame = _crop(load_source(s, profile, seed), size)
+            frame = replace(_crop(load_source(s, profile, seed), size), source=s.id)
             if frame.reference is None:
                 raise InputError(f"{s.id}: no reference image (use sRGB or bundled sources)")
             out_.append((s.id, frame, np.round(frame.reference * 255).astype(np.uint8)))
@@ -159,54 +214,83 @@ def evaluate_predictor(
     # The expert's images: one draw of each photo first, then further draws, up to `train_images`.
     by_spread = sorted(train_ids, key=lambda i: (source_from_id(i).draw, i))
     train_frames = prepared([source_from_id(i) for i in by_spread[:train_images]])
-    isp = RealISP(profile, firmware, workers)
+    isp = renderer or BuiltinRenderer(profile, run_firmware(side), workers)
+    if isinstance(isp, DeviceRenderer) and not isp.raw_injection:
+        raise InputError(f"{isp.info.driver}: evaluation needs a device that takes injected RAW frames")
+    queries: dict[str, int] = {}
     try:
         default = profile.space.defaults()
         center = (lower + upper) / 2
+        before = isp.calls
         expert, expert_loss = optimise(
             isp, profile, [(f, r) for _, f, r in train_frames], lower, upper, expert_budget, center, seed
         )
+        queries["expert"] = isp.calls - before
         rows: list[dict[str, Any]] = []
         grid = []
         for name, frame, ref in held_frames:
-            predicted = predict_params(model, profile, frame)
-            fixed = {"default": default, "expert": expert, "predicted": predicted}
-            fixed_out = dict(zip(fixed, isp.render([(frame, p) for p in fixed.values()]), strict=True))
-            # The oracle starts from the best of the three on this very image: an upper bound.
-            start = min(fixed, key=lambda k: score(fixed_out[k], ref)["loss"])
-            oracle, _ = optimise(isp, profile, [(frame, ref)], lower, upper, oracle_budget,
-                                 profile.space.encode(fixed[start]), seed)  # fmt: skip
-            outputs = {**fixed_out, "oracle": isp.render([(frame, oracle)])[0]}
-            row = {"image": name, **{k: score(v, ref) for k, v in outputs.items()}, "predicted_params": predicted}
-            rows.append(row)
+            row, outputs, used = _evaluate_image(
+                isp, profile, model, frame, ref, {"default": default, "expert": expert},
+                lower, upper, oracle_budget, refine_queries, seed,
+            )  # fmt: skip
+            for k, n in used.items():
+                queries[k] = queries.get(k, 0) + n
+            rows.append({"image": name, **row})
             preview = np.clip(frame.normalized()[::2, ::2] ** (1 / 2.2) * 255, 0, 255).astype(np.uint8)
             cells = [("input (RAW)", np.repeat(preview[..., None], 3, axis=2))]
             cells += [(f"{k} {row[k]['psnr']:.1f}dB", v) for k, v in outputs.items()] + [("reference", ref)]
-            grid.append((name.removeprefix("bundled:"), cells))
+            grid.append((_label(name), cells))
     finally:
-        isp.close()
-    methods = ("default", "expert", "predicted", "oracle")
+        if renderer is None:
+            isp.close()
+    methods = [m for m in _methods(refine_queries) if all(m in r for r in rows)]
     summary = {m: {key: float(np.mean([r[m][key] for r in rows])) for key in ("psnr", "ssim", "loss")} for m in methods}
+    wins = {m: int(sum(r[m]["loss"] < r["expert"]["loss"] for r in rows)) for m in methods if m != "expert"}
     report = {
         "run": str(run_dir),
-        "firmware": firmware,
+        "firmware": run_firmware(side) if renderer is None else None,
+        "device": isp.describe(),
         "size": size,
         "held_out_images": [r["image"] for r in rows],
         "expert": {
             "budget_evaluations": expert_budget,
+            "method": "zeroth-order tuning on the device (CMA-ES over the training images)",
             "train_images": [n for n, _, _ in train_frames],
             "params": expert,
             "objective": expert_loss,
         },
-        "oracle": {"budget_evaluations_per_image": oracle_budget, "start": "best of default, expert, predicted"},
+        "oracle": {
+            "budget_evaluations_per_image": oracle_budget,
+            "start": "best of default, expert, predicted, predicted+K and ideal",
+        },
+        "ideal": {
+            "what": "the unprocessing draw's exact inverse (white balance, colour matrix) with a "
+            "3 x 3 filter-strength x noise-var search across the region",
+            "queries_per_image": int(np.prod([n for _, n in IDEAL_DENOISE])),
+        },
+        "refine": {
+            "method": "(1+1)-ES with the one-fifth rule from the predicted setting, in the region",
+            "queries_per_image": list(refine_queries),
+        },
         "optimiser": f"CMA-ES (cma {cma.__version__}), popsize 8, inside the dataset's region",
         "summary": summary,
+        "wins_over_expert_by_loss": wins,
         "per_image": rows,
+        "queries": {"default": len(rows), "predicted": len(rows), **queries},
         "isp_renders": isp.calls,
         "margins_db": {
             "predicted_minus_expert": summary["predicted"]["psnr"] - summary["expert"]["psnr"],
             "expert_minus_default": summary["expert"]["psnr"] - summary["default"]["psnr"],
             "oracle_minus_predicted": summary["oracle"]["psnr"] - summary["predicted"]["psnr"],
+            **(
+                {"ideal_minus_predicted": summary["ideal"]["psnr"] - summary["predicted"]["psnr"]}
+                if "ideal" in summary
+                else {}
+            ),
+            **{
+                f"oracle_minus_predicted+{k}": summary["oracle"]["psnr"] - summary[f"predicted+{k}"]["psnr"]
+                for k in refine_queries
+            },
         },
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -216,46 +300,164 @@ def evaluate_predictor(
     return report
 
 
+def _methods(refine_queries: tuple[int, ...]) -> list[str]:
+    return ["default", "expert", "predicted", *(f"predicted+{k}" for k in refine_queries), "ideal", "oracle"]
+
+
+def _label(source_id: str) -> str:
+    """A short name for a contact-sheet row: the file's name (not its folder), draws kept."""
+    base = photo_of(source_id)
+    name = base.removeprefix("bundled:").rsplit("/", 1)[-1]
+    return name + source_id[len(base) :]
+
+
+def _evaluate_image(
+    isp: Renderer,
+    profile: Profile,
+    model: torch.nn.Module,
+    frame: RawFrame,
+    ref: np.ndarray,
+    fixed: dict[str, ParamDict],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    oracle_budget: int,
+    refine_queries: tuple[int, ...],
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, int]]:
+    """One held-out image: every method's setting, output and score, and the queries each used."""
+    name = frame.source or "image"
+    settings = {**fixed, "predicted": predict_params(model, profile, frame)}
+    outputs = dict(zip(settings, isp.render([(frame, p) for p in settings.values()], [name] * 3), strict=True))
+    scores = {k: score(v, ref) for k, v in outputs.items()}
+    used: dict[str, int] = {}
+    for k in refine_queries:
+        key = f"predicted+{k}"
+        settings[key], _, used[key], best_out = refine(
+            isp,
+            profile,
+            frame,
+            ref,
+            settings["predicted"],
+            lower,
+            upper,
+            k,
+            seed,
+            start_loss=scores["predicted"]["loss"],
+        )
+        outputs[key] = outputs["predicted"] if best_out is None else best_out
+        scores[key] = score(outputs[key], ref)
+    candidates = ideal_candidates(profile, frame, lower, upper)
+    if candidates:
+        renders = isp.render([(frame, c) for c in candidates], [name] * len(candidates))
+        k = int(np.argmin([score(o, ref)["loss"] for o in renders]))
+        settings["ideal"], outputs["ideal"], scores["ideal"] = candidates[k], renders[k], score(renders[k], ref)
+        used["ideal"] = len(candidates)
+    # The oracle starts from the best of everything else on this very image: an upper bound.
+    start = min(scores, key=lambda m: scores[m]["loss"])
+    oracle, oracle_loss = optimise(isp, profile, [(frame, ref)], lower, upper, oracle_budget,
+                                   profile.space.encode(settings[start]), seed)  # fmt: skip
+    if oracle_loss >= scores[start]["loss"]:
+        oracle = settings[start]  # encoding the start into the region box must not lose it
+    used["oracle"] = oracle_budget
+    outputs["oracle"] = isp.render([(frame, oracle)], [name])[0]
+    scores["oracle"] = score(outputs["oracle"], ref)
+    row: dict[str, Any] = {**scores, "predicted_params": settings["predicted"]}
+    return row, outputs, used
+
+
 def markdown(report: dict[str, Any]) -> str:
-    methods = ("default", "expert", "predicted", "oracle")
+    methods = [m for m in _methods(tuple(report["refine"]["queries_per_image"])) if m in report["summary"]]
+    dev = report.get("device") or {}
+    where = (
+        f"{report['firmware']} firmware"
+        if report.get("firmware")
+        else f"device {dev.get('driver')} {dev.get('model', '')}"
+    )
+    q = report["queries"]
     lines = [
-        f"# Predictor evaluation on the real ISP ({report['firmware']} firmware, {report['size']}px crops)",
+        f"# Predictor evaluation on the real ISP ({where.strip()}, {report['size']}px crops)",
         "",
-        f"Expert: CMA-ES, {report['expert']['budget_evaluations']} evaluations on "
-        f"{len(report['expert']['train_images'])} training images. "
-        f"Oracle: {report['oracle']['budget_evaluations_per_image']} evaluations per held-out image "
-        "(an upper bound, not a method).",
+        f"Expert: zeroth-order tuning on the device, CMA-ES with {report['expert']['budget_evaluations']} "
+        f"queries over {len(report['expert']['train_images'])} training images. "
+        f"Oracle: {report['oracle']['budget_evaluations_per_image']} queries per held-out image, started from the "
+        "best other setting (an upper bound, not a method). Ideal: the camera's own inverse with a 3 x 3 denoise "
+        "search, where the source knows its camera. predicted+K: K queries of per-image tuning from the prediction.",
         "",
-        "| method | mean PSNR (dB) | mean SSIM | mean L1 + (1 - SSIM), optimised |",
-        "|---|---|---|---|",
+        "| method | device queries | mean PSNR (dB) | mean SSIM | mean L1 + (1 - SSIM), optimised |",
+        "|---|---|---|---|---|",
     ]
     for m in methods:
         s = report["summary"][m]
-        lines.append(f"| {m} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['loss']:.4f} |")
+        lines.append(f"| {m} | {q.get(m, '')} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['loss']:.4f} |")
     lines += ["", "| image | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for r in report["per_image"]:
         lines.append(
-            f"| {r['image']} | " + " | ".join(f"{r[m]['psnr']:.2f} / {r[m]['ssim']:.3f}" for m in methods) + " |"
+            f"| {_label(r['image'])} | "
+            + " | ".join(f"{r[m]['psnr']:.2f} / {r[m]['ssim']:.3f}" for m in methods)
+            + " |"
         )
     mg = report["margins_db"]
     lines += [
         "",
         f"Predicted - expert: {mg['predicted_minus_expert']:+.2f} dB; "
         f"expert - default: {mg['expert_minus_default']:+.2f} dB; "
-        f"oracle - predicted: {mg['oracle_minus_predicted']:+.2f} dB.",
+        f"oracle - predicted: {mg['oracle_minus_predicted']:+.2f} dB"
+        + (f"; ideal - predicted: {mg['ideal_minus_predicted']:+.2f} dB." if "ideal_minus_predicted" in mg else "."),
     ]
     return "\n".join(lines) + "\n"
 
 
-def render_prediction(run_dir: Path, input_path: str, out_png: Path, size: int | None = None) -> ParamDict:
-    """`hil-tune predict`: predict for one input, render it on the real ISP, write the PNG."""
+def _frame_for(source: Source, profile: Profile, size: int | None) -> RawFrame:
+    frame = replace(load_source(source, profile, 0), source=source.id)
+    return _crop(frame, size) if size else frame
+
+
+def render_prediction(
+    run_dir: Path, input_path: str, out_png: Path, size: int | None = None, renderer: Renderer | None = None
+) -> ParamDict:
+    """`hil-tune predict`: predict for one input and render it on the device (the run's built-in
+    ISP when no renderer is given); write the PNG. A device that cannot take an injected RAW frame
+    is asked for a live frame first, and the RAW it returns is what the predictor sees."""
     model, side, profile = load_predictor(run_dir)
-    source = resolve_sources([input_path])[0]
-    frame = load_source(source, profile, 0)
-    if size:
-        frame = _crop(frame, size)
-    params = predict_params(model, profile, frame)
-    image = isp_for(_firmware(side), profile).run_frame(frame, params)
+    if isinstance(renderer, DeviceRenderer) and not renderer.raw_injection:
+        _, raw = renderer.capture(None, renderer.driver.get_params(), "live frame")
+        if raw is None:
+            raise InputError(f"{renderer.info.driver}: the live frame came without its RAW; nothing to predict from")
+        frame = _crop(raw, size) if size else raw
+        params = predict_params(model, profile, frame)
+        image = renderer.capture(None, params, "live frame")[0]
+    else:
+        frame = _frame_for(resolve_sources([input_path])[0], profile, size)
+        params = predict_params(model, profile, frame)
+        isp = renderer or BuiltinRenderer(profile, run_firmware(side), workers=1)
+        try:
+            image = isp.render([(frame, params)], [frame.source])[0]
+        finally:
+            if renderer is None:
+                isp.close()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(out_png)
     return params
+
+
+def tune_image(
+    run_dir: Path, input_path: str, renderer: Renderer, queries: int, size: int | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """`hil-tune tune`: per-image tuning on the device, warm-started at the prediction, against the
+    input's reference image: the best setting found within `queries` further renders, and scores."""
+    model, side, profile = load_predictor(run_dir)
+    frame = _frame_for(resolve_sources([input_path])[0], profile, size)
+    if frame.reference is None:
+        raise InputError(f"{input_path}: tuning needs a reference image (an sRGB or bundled source)")
+    ref = np.round(frame.reference * 255).astype(np.uint8)
+    lower, upper = np.asarray(side["region"]["lower"]), np.asarray(side["region"]["upper"])
+    predicted = predict_params(model, profile, frame)
+    before = renderer.calls
+    first = renderer.render([(frame, predicted)], [frame.source])[0]
+    start = score(first, ref)
+    best, _, _, out = refine(
+        renderer, profile, frame, ref, predicted, lower, upper, queries, seed, start_loss=start["loss"]
+    )
+    final = score(first if out is None else out, ref)
+    return {"input": input_path, "predicted": predicted, "predicted_score": start, "best": best,
+            "best_score": final, "queries": renderer.calls - before, "device": renderer.describe()}  # fmt: skip

@@ -90,6 +90,7 @@ def train_predictor(
         "profile_data": profile.model_dump(mode="json"), "encoding": checkpoint.encoding_of(profile),
         "model": config.as_dict(), "train": asdict(cfg), "task": task_spec, "region": {"lower": lower, "upper": upper},
         "proxy": {"run": str(proxy_run), "model": proxy_side["model"], "metrics": proxy_side.get("metrics", {})},
+        "firmware": ds.reader.firmware_variant(), "device": ds.reader.sample(ds.indices[0]).meta.get("device", {}),
         "dataset": {"path": str(dataset), "id": dataset_id(dataset), "train_patches": len(train_pos),
                     "held_out_patches": len(held_pos), "held_out_sources": sorted(held_sources),
                     "train_sources": sorted({ds.reader.rows[ds.indices[p]].source for p in train_pos})},

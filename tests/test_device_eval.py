@@ -1,0 +1,218 @@
+"""What was learnt, run on a device through its driver: `predict`, `eval predictor` and `tune` on
+sim, on the emulated board over a real pty, and on a plug-in driver registered by entry point whose
+ISP is none of the built-in firmwares."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from capture_helpers import BOARD_FAST, fast_sweep
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from hil_tune.capture.sources import load_source, resolve_sources
+from hil_tune.drivers.emulator import SerialEmulator
+from hil_tune.drivers.firmware import BoardFirmware
+from hil_tune.drivers.registry import create_driver
+from hil_tune.drivers.sim import SimDriver
+from hil_tune.errors import HilTuneError
+from hil_tune.isp import SyntheticISP
+from hil_tune.models.predictor import PredictorConfig
+from hil_tune.models.proxy import ProxyConfig
+from hil_tune.train.predictor_eval import evaluate_predictor, refine, render_prediction, score
+from hil_tune.train.predictor_train import PredictorTrainConfig, load_predictor, train_predictor
+from hil_tune.train.proxy_train import TrainConfig, train_proxy
+from hil_tune.train.renderers import DeviceRenderer
+
+FAST = {"filter-strength": 0.0}
+
+
+@pytest.fixture(scope="module")
+def board_run(tmp_path_factory):
+    """A predictor trained on a sweep of the emulated board's profile (captured on sim), so that the
+    serial board, sim and a plug-in can all run it."""
+    tmp = tmp_path_factory.mktemp("deval")
+    root, prof = fast_sweep(tmp, BOARD_FAST)
+    train_proxy(root, tmp / "proxy", prof, ProxyConfig(width=8, depth=2),
+                TrainConfig(epochs=1, batch=8, optimizer="adam", lr=1e-3, probe_steps=4))  # fmt: skip
+    train_predictor(root, tmp / "proxy", "reference", tmp / "pred", PredictorConfig(dim=32),
+                    PredictorTrainConfig(epochs=1, batch=8))  # fmt: skip
+    held = json.loads((tmp / "pred" / "model.json").read_text())["dataset"]["held_out_sources"]
+    return tmp, prof, held
+
+
+def _frame(prof, source_id, size):
+    frame = load_source(resolve_sources([source_id])[0], prof, 0)
+    return frame.center_crop(size, size)
+
+
+def test_predict_through_sim_renders_what_the_device_renders(board_run, tmp_path):
+    tmp, prof, held = board_run
+    drv = SimDriver(prof, sensor_size=32, power_on=FAST, settle_frames=2)
+    renderer = DeviceRenderer(drv, prof)
+    before = drv.get_params()
+    try:
+        params = render_prediction(tmp / "pred", held[0], tmp_path / "p.png", 32, renderer=renderer)
+    finally:
+        renderer.close()
+    expected = SyntheticISP(prof).run_frame(_frame(prof, held[0], 32), params)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "p.png")), expected)
+    assert renderer.calls == 1
+    drv.open()  # what the device held before is what it holds after
+    assert drv.get_params() == before
+
+
+def test_the_run_folder_needs_no_dataset(board_run, tmp_path):
+    """The sidecar records the firmware and device: predict works with the dataset folder gone."""
+    tmp, _, held = board_run
+    _, side, _ = load_predictor(tmp / "pred")
+    assert side["firmware"] == "synthetic" and side["device"]["driver"] == "sim"
+    moved = tmp / "ds-moved"
+    (tmp / "ds").rename(moved)
+    try:
+        render_prediction(tmp / "pred", held[0], tmp_path / "p.png", 32)
+    finally:
+        moved.rename(tmp / "ds")
+
+
+@pytest.fixture
+def ink_plugin(tmp_path, monkeypatch):
+    """A third-party ISP installed the way pip installs one: its output is the negative of the
+    synthetic ISP's, which no built-in firmware makes."""
+    pkg = tmp_path / "ink_isp"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        textwrap.dedent(
+            """
+            from hil_tune.drivers.sim import SimDriver
+
+            class InkDriver(SimDriver):
+                name = "ink"
+
+                def _grab(self, raw, deadline):
+                    grab = super()._grab(raw, deadline)
+                    grab.image = 255 - grab.image
+                    return grab
+            """
+        )
+    )
+    dist = tmp_path / "ink_isp-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ink-isp\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[hil_tune.drivers]\nink = ink_isp:InkDriver\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("ink_isp", None)
+
+
+def test_predict_on_a_plug_in_device_from_the_cli(board_run, ink_plugin, tmp_path):
+    tmp, prof, held = board_run
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ink_plugin), os.environ.get("PYTHONPATH", "")])}
+    out, params_out = tmp_path / "ink.png", tmp_path / "ink.json"
+    cmd = [sys.executable, "-m", "hil_tune.cli", "predict", str(tmp / "pred"), held[0], "--out", str(out),
+           "--params-out", str(params_out), "--size", "32", "--driver", "ink", "-o", "sensor_size=32"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr
+    params = json.loads(params_out.read_text())
+    got = np.asarray(Image.open(out))
+    builtin = SyntheticISP(prof).run_frame(_frame(prof, held[0], 32), params)
+    assert np.array_equal(got, 255 - builtin)  # exactly the device's render, not the built-in ISP's
+    assert not np.array_equal(got, builtin)
+
+
+def test_eval_predictor_on_the_emulated_board_over_serial(board_run, tmp_path):
+    tmp, prof, held = board_run
+    fw = BoardFirmware(sensor_size=32, power_on=FAST)
+    with SerialEmulator(fw, link=tmp_path / "board0"):
+        drv = create_driver("serial", prof, device=str(tmp_path / "board0"), attempt_timeout=0.2)
+        renderer = DeviceRenderer(drv, prof)
+        try:
+            report = evaluate_predictor(tmp / "pred", held[:1], tmp_path / "report", size=32, expert_budget=5,
+                                        oracle_budget=3, renderer=renderer, refine_queries=(2, 4))  # fmt: skip
+        finally:
+            renderer.close()
+    assert report["device"]["driver"] == "serial" and report["device"]["transport"]
+    n = len(report["per_image"])
+    q = report["queries"]
+    n_train = len(report["expert"]["train_images"])
+    assert q["default"] == q["predicted"] == n and q["expert"] == 5 * n_train and q["oracle"] == 3 * n
+    assert q["predicted+2"] == 2 * n and q["predicted+4"] == 4 * n and q["ideal"] == 9 * n
+    # every render went through the board: the queries, plus the expert's and oracle's outputs
+    assert renderer.calls == report["isp_renders"] == sum(q.values()) + 2 * n
+    s = report["summary"]
+    assert set(s) == {"default", "expert", "predicted", "predicted+2", "predicted+4", "ideal", "oracle"}
+    assert s["predicted+4"]["loss"] <= s["predicted+2"]["loss"] <= s["predicted"]["loss"]
+    for row in report["per_image"]:  # the oracle starts from the best of the others and never loses it
+        assert row["oracle"]["loss"] <= min(row[m]["loss"] for m in s if m != "oracle") + 1e-12
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "zeroth-order tuning on the device" in md and f"| expert | {5 * n_train} |" in md
+
+
+def test_tune_from_the_cli_on_sim(board_run, tmp_path):
+    tmp, prof, held = board_run
+    out = tmp_path / "best.json"
+    cmd = [sys.executable, "-m", "hil_tune.cli", "tune", str(tmp / "pred"), held[0], "--driver", "sim",
+           "-o", "sensor_size=32", "--queries", "3", "--size", "32", "--out", str(out)]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout[res.stdout.index("{") :])
+    assert result["queries"] == 4 and result["device"]["driver"] == "sim"
+    assert result["best_score"]["loss"] <= result["predicted_score"]["loss"]
+    _, warnings = prof.space.validate(json.loads(out.read_text()))
+    assert warnings == []
+
+
+def test_a_device_fault_names_the_image_and_setting(board_run, tmp_path):
+    """A board that stops answering: bounded retries, then one error naming image and setting."""
+    _, prof, held = board_run
+    fw = BoardFirmware(sensor_size=32, power_on=FAST)
+    with SerialEmulator(fw, link=tmp_path / "board1") as emu:
+        drv = create_driver("serial", prof, device=str(tmp_path / "board1"), attempt_timeout=0.1, timeout=0.5)
+        renderer = DeviceRenderer(drv, prof, retries=1, backoff_s=0.01)
+        frame = dataclasses.replace(_frame(prof, held[0], 32), source=held[0])
+        held_before = fw.params_of(fw.shadow)
+        emu.faults.silent = True
+        with pytest.raises(HilTuneError, match=rf"rendering {held[0]} failed after 2 attempt.*gain-r"):
+            renderer.render([(frame, {**prof.space.defaults(), "gain-r": 2.0})], [held[0]])
+        emu.faults.silent = False
+        renderer.close()  # the board is back: what it held before is pushed back
+        assert fw.params_of(fw.shadow) == held_before
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.floats(-0.5, 1.5, allow_nan=False), min_size=20, max_size=20), st.integers(0, 3))
+def test_refinement_never_pushes_outside_the_region(board_run, start, seed):
+    """Whatever the start, every setting the local search pushes to a real (sim) device lies
+    inside the region box, and the search never returns worse than its start."""
+    tmp, prof, held = board_run
+    _, side, _ = load_predictor(tmp / "pred")
+    lower, upper = np.asarray(side["region"]["lower"]), np.asarray(side["region"]["upper"])
+    pushed = []
+
+    class Recording(DeviceRenderer):
+        def render(self, jobs, names=None):
+            pushed.extend(p for _, p in jobs)
+            return super().render(jobs, names)
+
+    renderer = Recording(SimDriver(prof, sensor_size=32, power_on=FAST), prof)
+    frame = _frame(prof, held[0], 32)
+    ref = np.round(frame.reference * 255).astype(np.uint8)
+    try:
+        _, loss, used, _ = refine(renderer, prof, frame, ref, prof.space.decode(np.clip(start, 0, 1)),
+                                     lower, upper, 4, seed)  # fmt: skip
+    finally:
+        renderer.close()
+    assert used == 5 == len(pushed)
+    for p in pushed:
+        u = prof.space.encode(p)
+        assert np.all(u >= lower - 1e-9) and np.all(u <= upper + 1e-9)
+    start_loss = score(SyntheticISP(prof).run_frame(frame, pushed[0]), ref)["loss"]
+    assert loss <= start_loss
