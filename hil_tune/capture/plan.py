@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from hil_tune.capture.sources import Source, load_source
 from hil_tune.errors import InputError, ParameterError
 from hil_tune.inputs import stable_seed
+from hil_tune.isp.denoise import MIN_SIDE
 from hil_tune.params import ParamDict, Region
 from hil_tune.profiles import Profile
 from hil_tune.raw import patches
@@ -123,6 +124,8 @@ def build_plan(
         raise ParameterError(f"shard size {shard_size}: need at least 1")
     if samples_per_source < 1:
         raise ParameterError(f"--samples-per-source {samples_per_source}: need at least 1")
+    if patch < MIN_SIDE:
+        raise ParameterError(f"--patch {patch}: the ISP takes at least {MIN_SIDE} pixels a side")
     space = profile.space
     boxes = around_boxes(profile, around, radius) if around is not None else None
     box: Region | None = None

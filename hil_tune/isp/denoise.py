@@ -23,6 +23,7 @@ import bm3d
 import numpy as np
 from numpy.fft import fft2, fftshift, ifft2, ifftshift
 
+from hil_tune.errors import InputError
 from hil_tune.raw import pack4, unpack4
 
 NOISE_TYPES = ("gw", "g0", "g1", "g2", "g3", "g4", "g1w", "g2w", "g3w", "g4w")
@@ -37,6 +38,20 @@ BASE_PROFILES = {
     "deb": bm3d.profiles.BM3DProfileDeb,
 }
 _KERNEL_SIZE = 101  # the example experiments' kernel support (pink noise uses the image size)
+# bm3d matches and filters 8x8 blocks: a packed plane 8 samples high or wide kills the process with
+# SIGSEGV inside the binary, 9 is the least it takes. Each plane sample is one 2x2 Bayer quad.
+BM3D_BLOCK = 8
+MIN_PLANE = BM3D_BLOCK + 1
+MIN_SIDE = 2 * MIN_PLANE  # pixels of mosaic a side: the least any ISP block of this project takes
+
+
+def check_size(h: int, w: int, what: str = "image") -> None:
+    """Refuse a frame smaller than MIN_SIDE a side, with the reason, before any block sees it."""
+    if min(h, w) < MIN_SIDE:
+        raise InputError(
+            f"{what}: {h}x{w} is smaller than {MIN_SIDE}x{MIN_SIDE}, the least the ISP takes "
+            f"(BM3D's {BM3D_BLOCK}x{BM3D_BLOCK} blocks need {MIN_PLANE} samples a side of each Bayer plane)"
+        )
 
 
 def _base_kernel(noise_type: str, shape: tuple[int, int]) -> np.ndarray:
@@ -122,6 +137,8 @@ def denoise_packed(
     """BM3D on (h, w, C) planes in one call; filter_strength 0 returns the input unchanged."""
     if filter_strength == 0:
         return packed
+    if min(packed.shape[:2]) < MIN_PLANE:
+        raise InputError(f"bm3d: planes of {packed.shape[0]}x{packed.shape[1]} are below {MIN_PLANE} a side")
     psd = noise_psd(noise_type, noise_var * noise_var_scale, packed.shape[:2])
     profile = bm3d_profile(
         filter_strength=filter_strength, lambda_thr3d=lambda_thr3d, mu2=mu2, base=base_profile, threads=threads

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from hil_tune.isp.ccm import ccm_from_params
+from hil_tune.isp.denoise import check_size
 from hil_tune.isp.jpeg import jpeg_roundtrip
 from hil_tune.isp.pipeline import SyntheticISP
 from hil_tune.raw import RawFrame, pack4, unpack4
@@ -36,6 +37,7 @@ class ForeignISP(SyntheticISP):
     """Same profile and parameters as the synthetic ISP, different blocks (see the module doc)."""
 
     def run(self, mosaic: np.ndarray, cfa: str, params: Mapping[str, object] | None = None) -> np.ndarray:
+        check_size(*mosaic.shape[:2], "mosaic")
         p, _ = self.resolve(params)
         s = self.settings
         m = np.ascontiguousarray(mosaic, dtype=np.float32)

@@ -15,7 +15,7 @@ import numpy as np
 from hil_tune.errors import ProfileError
 from hil_tune.isp.ccm import ccm_from_params, color_matrix
 from hil_tune.isp.demosaic import demosaic
-from hil_tune.isp.denoise import denoise_mosaic
+from hil_tune.isp.denoise import check_size, denoise_mosaic
 from hil_tune.isp.jpeg import jpeg_roundtrip
 from hil_tune.isp.sharpen import unsharp_mask
 from hil_tune.isp.tone import tone_uint8
@@ -96,6 +96,7 @@ class SyntheticISP:
         With `scratch=True` the intermediates are this thread's reused scratch arrays, as `run`
         renders them, valid only until the next call in this thread (the output is always new).
         """
+        check_size(*mosaic.shape[:2], "mosaic")
         work = thread_workspace() if scratch else None
         p, _ = self.resolve(params)
         s = self.settings
