@@ -31,8 +31,12 @@ def train_proxy_cmd(
     model: Annotated[str, typer.Option(help="greybox (default) or unet (the paper's).")] = "greybox",
     epochs: Annotated[int, typer.Option()] = 20,
     batch: Annotated[int, typer.Option()] = 8,
-    optimizer: Annotated[str, typer.Option(help="rmsprop (the paper's) or adam.")] = "rmsprop",
-    lr: Annotated[float, typer.Option(help="Learning rate (the paper: 1e-4).")] = 1e-4,
+    optimizer: Annotated[
+        str | None, typer.Option(help="rmsprop or adam (default: adam for greybox, the paper's rmsprop for unet).")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Learning rate (default: 1e-3 greybox, the paper's 1e-4 unet).")
+    ] = None,
     lr_step: Annotated[int, typer.Option("--lr-step", help="Epochs between x lr-gamma decays.")] = 10,
     lr_gamma: Annotated[float, typer.Option("--lr-gamma")] = 0.9,
     width: Annotated[int, typer.Option(help="Channels at full resolution.")] = 16,
@@ -48,11 +52,13 @@ def train_proxy_cmd(
 
     from hil_tune.capture.dataset import DatasetFolder
     from hil_tune.models.proxy import KINDS, ProxyConfig
-    from hil_tune.train.proxy_train import TrainConfig, train_proxy
+    from hil_tune.train.proxy_train import RECIPES, TrainConfig, train_proxy
     from hil_tune.ui import progress
 
     if model not in KINDS:
         raise InputError(f"--model {model!r}: choose one of {', '.join(KINDS)}")
+    optimizer = optimizer or RECIPES[model]["optimizer"]
+    lr = RECIPES[model]["lr"] if lr is None else lr
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device here")
     if (out_dir / "checkpoint.pt").exists() and not resume:

@@ -28,6 +28,7 @@ from skimage.metrics import structural_similarity
 from hil_tune.capture.dataset import DatasetReader
 from hil_tune.capture.sources import Source, load_source, photo_of, resolve_sources, source_from_id
 from hil_tune.errors import InputError
+from hil_tune.isp.denoise import check_size
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
 from hil_tune.raw import RawFrame, pack4
@@ -192,6 +193,7 @@ def evaluate_predictor(
     """The table: default, expert, predicted, predicted+K (K device queries of per-image tuning from
     the prediction), ideal (where the source knows its camera) and oracle, every render by
     `renderer` (the run's built-in ISP when None)."""
+    check_size(size, size, f"--size {size}")
     model, side, profile = load_predictor(run_dir)
     held = resolve_sources(images)
     train_ids = set(side["dataset"]["train_sources"])
@@ -408,6 +410,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def _frame_for(source: Source, profile: Profile, size: int | None) -> RawFrame:
+    if size:
+        check_size(size, size, f"--size {size}")
     frame = replace(load_source(source, profile, 0), source=source.id)
     return _crop(frame, size) if size else frame
 

@@ -98,6 +98,15 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> floa
     return float(torch.cat(values).mean()) if values else None
 
 
+# The documented default recipe per model kind (`hil-tune train proxy` and benchmarks/proxy.py use
+# it): the paper's RMSprop at 1e-4 for its U-Net; Adam at 1e-3 for the grey-box, whose learnt
+# structure is a few dozen numbers that RMSprop at 1e-4 moves too slowly for a CPU budget.
+RECIPES: dict[str, dict[str, Any]] = {
+    "greybox": {"optimizer": "adam", "lr": 1e-3},
+    "unet": {"optimizer": "rmsprop", "lr": 1e-4},
+}
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """The learnt structure of a grey-box (a few dozen numbers: choices, curve, laws) at
     `structure_lr_scale` times the rate of the networks, which hold hundreds of thousands."""
