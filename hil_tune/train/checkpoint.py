@@ -7,6 +7,7 @@ encoded parameter vector would silently mean something else.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,17 @@ from hil_tune.profiles import Profile
 
 class CheckpointError(HilTuneError):
     """A run folder or checkpoint is missing, unreadable, or made for another profile."""
+
+
+class TrainSettingError(HilTuneError):
+    """A training option out of its range (epochs, batch, learning rate, width ...)."""
+
+
+def check_positive(**values: float) -> None:
+    """Refuse a training setting that is not a finite positive number, naming the option."""
+    for name, value in values.items():
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise TrainSettingError(f"--{name.replace('_', '-')} {value}: must be a finite number above 0")
 
 
 def encoding_of(profile: Profile) -> list[dict[str, Any]]:
@@ -44,9 +56,17 @@ def load(path: Path, profile: Profile | None = None) -> tuple[dict[str, Any], di
         raise CheckpointError(f"{path}: no checkpoint (weights and {side.name} sidecar) there")
     try:
         sidecar = json.loads(side.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{side}: not a hil-tune sidecar ({type(err).__name__}: {err})") from None
+    try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as err:
+    except OSError as err:
         raise CheckpointError(f"{path}: cannot read checkpoint ({err})") from None
+    except Exception as err:  # whatever a foreign or damaged file makes torch.load raise
+        # torch's own message advises weights_only=False, which would run the file's code: never echo it.
+        raise CheckpointError(
+            f"{path}: not a hil-tune checkpoint, or a damaged one ({type(err).__name__}); nothing was loaded"
+        ) from None
     if profile is not None and sidecar.get("profile_sha256") != profile.sha256:
         raise CheckpointError(
             f"{path}: made for profile {sidecar.get('profile')!r} ({str(sidecar.get('profile_sha256'))[:12]}), "

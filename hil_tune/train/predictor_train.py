@@ -67,6 +67,7 @@ def train_predictor(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_batch: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, Any]:
+    checkpoint.check_positive(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr)
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     proxy, proxy_side = load_proxy(proxy_run)

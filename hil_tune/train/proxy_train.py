@@ -203,6 +203,10 @@ def train_proxy(
     on_batch: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, Any]:
     """Train and return the final sidecar (metrics included)."""
+    checkpoint.check_positive(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, lr_step=cfg.lr_step,
+                              lr_gamma=cfg.lr_gamma, width=model_cfg.width, depth=model_cfg.depth)  # fmt: skip
+    if cfg.optimizer not in ("rmsprop", "adam"):
+        raise checkpoint.TrainSettingError(f"--optimizer {cfg.optimizer!r}: choose rmsprop or adam")
     rank, world = _distributed()
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)

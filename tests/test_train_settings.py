@@ -1,0 +1,46 @@
+"""Bad training settings and foreign checkpoints: one line naming the input, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+
+import pytest
+import torch
+from capture_helpers import fast_sweep
+
+from hil_tune.train import checkpoint
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    return fast_sweep(tmp_path_factory.mktemp("settings"))[0]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hil_tune.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [("--epochs", "0", "--epochs 0"), ("--batch", "0", "--batch 0"), ("--lr", "nan", "--lr nan"),
+     ("--optimizer", "bogus", "--optimizer 'bogus'"), ("--width", "0", "--width 0")],
+)  # fmt: skip
+def test_train_proxy_refuses_a_bad_setting(sweep, tmp_path, option, value, says):
+    res = _cli("train", "proxy", str(sweep), "--out", str(tmp_path / "run"), option, value)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and says in res.stderr
+    assert not (tmp_path / "run").exists()  # no untrained model left behind
+
+
+def test_a_foreign_checkpoint_is_refused_without_unsafe_advice(tmp_path):
+    """A pickle that is not tensors: refused as not ours, and never the advice to load it unsafely."""
+    torch.save({"model": datetime.date(2020, 1, 1)}, tmp_path / "model.pt")  # not a tensor: code to run
+    (tmp_path / "model.json").write_text("{}")
+    with pytest.raises(checkpoint.CheckpointError, match="not a hil-tune checkpoint") as info:
+        checkpoint.load(tmp_path / "model.pt")
+    assert "weights_only" not in str(info.value)
+    (tmp_path / "model.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(checkpoint.CheckpointError, match="not a hil-tune checkpoint"):
+        checkpoint.load(tmp_path / "model.pt")
