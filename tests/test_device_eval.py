@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -27,9 +28,10 @@ from hil_tune.errors import HilTuneError
 from hil_tune.isp import SyntheticISP
 from hil_tune.models.predictor import PredictorConfig
 from hil_tune.models.proxy import ProxyConfig
+from hil_tune.train.checkpoint import CheckpointError
 from hil_tune.train.predictor_eval import evaluate_predictor, refine, render_prediction, score
 from hil_tune.train.predictor_train import PredictorTrainConfig, load_predictor, train_predictor
-from hil_tune.train.proxy_train import TrainConfig, train_proxy
+from hil_tune.train.proxy_train import TrainConfig, load_proxy, train_proxy
 from hil_tune.train.renderers import DeviceRenderer
 
 FAST = {"filter-strength": 0.0}
@@ -71,16 +73,27 @@ def test_predict_through_sim_renders_what_the_device_renders(board_run, tmp_path
 
 
 def test_the_run_folder_needs_no_dataset(board_run, tmp_path):
-    """The sidecar records the firmware and device: predict works with the dataset folder gone."""
-    tmp, _, held = board_run
+    """The sidecars record the profile, firmware and device: predict and the proxy load with the
+    dataset folder gone, and a profile is checked by its hash."""
+    tmp, prof, held = board_run
     _, side, _ = load_predictor(tmp / "pred")
     assert side["firmware"] == "synthetic" and side["device"]["driver"] == "sim"
     moved = tmp / "ds-moved"
     (tmp / "ds").rename(moved)
     try:
         render_prediction(tmp / "pred", held[0], tmp_path / "p.png", 32)
+        _, proxy_side = load_proxy(tmp / "proxy")  # the proxy's profile comes from its own sidecar
+        assert proxy_side["profile_sha256"] == prof.sha256
     finally:
         moved.rename(tmp / "ds")
+    # A sidecar whose profile was edited (JPEG quality 10, name kept) is refused, not used silently.
+    edited = tmp_path / "proxy"
+    shutil.copytree(tmp / "proxy", edited)
+    side = json.loads((edited / "model.json").read_text())
+    side["profile_data"]["pipeline"]["jpeg_quality"] = 10
+    (edited / "model.json").write_text(json.dumps(side))
+    with pytest.raises(CheckpointError, match="does not match its hash"):
+        load_proxy(edited)
 
 
 @pytest.fixture

@@ -310,14 +310,15 @@ def train_proxy(
 
 def load_proxy(run_dir: Path, profile: Profile | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The trained proxy of a run folder (eval mode) and its sidecar."""
-    from hil_tune.capture.plan import Plan  # noqa: F401 - documents where profiles of runs come from
-
     state, side = checkpoint.load(run_dir / "model.pt", profile)
     prof = profile
     if prof is None:
-        prof = Profile.model_validate(
-            json.loads(Path(side["dataset"]["path"], "plan.json").read_text())["profile_data"]
-        )
+        # The run folder carries its profile: it must not depend on where the dataset was (or is).
+        prof = Profile.model_validate(side["profile_data"])
+        if prof.sha256 != side.get("profile_sha256"):
+            raise checkpoint.CheckpointError(
+                f"{run_dir}: the profile in the sidecar does not match its hash; the run folder was edited"
+            )
     config = ProxyConfig(**side["model"])
     if side.get("structure", 1) != STRUCTURE.get(config.kind):
         raise checkpoint.CheckpointError(
