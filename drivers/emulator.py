@@ -22,6 +22,7 @@ from typing import Self
 
 from hil_tune.drivers import protocol as p
 from hil_tune.drivers.firmware import BoardFirmware
+from hil_tune.errors import HilTuneError
 
 
 @dataclass
@@ -95,7 +96,20 @@ class SerialEmulator:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _check_link(self) -> None:
+        """The link may only replace a symlink (ours from an earlier run, or a dangling one): never a
+        user's file or folder, which `replace` would destroy and the unplug would then delete."""
+        assert self.link is not None
+        if self.link.exists() and not self.link.is_symlink():
+            kind = "folder" if self.link.is_dir() else "file"
+            raise HilTuneError(f"--link {self.link}: a {kind} is there; give a path that is free or a symlink")
+        tmp = self.link.with_name(self.link.name + ".new")
+        if tmp.exists() and not tmp.is_symlink():
+            raise HilTuneError(f"--link {self.link}: {tmp} is in the way (a file or folder, not our symlink)")
+
     def start(self) -> str:
+        if self.link is not None:
+            self._check_link()
         master, slave = os.openpty()
         tty.setraw(slave)
         self._fds = (master, slave)

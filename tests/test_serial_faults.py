@@ -147,3 +147,20 @@ def test_no_value_outside_the_profile_ever_reaches_a_register(shared_board, para
     for addr, value in fw.written:
         reg = regs[addr]
         assert reg.lo <= value <= reg.hi and (value - reg.lo) % reg.step == 0, (reg.name, value)
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_the_emulator_never_replaces_a_users_file_or_folder(tmp_path, kind):
+    from hil_tune.drivers.emulator import SerialEmulator
+    from hil_tune.drivers.firmware import BoardFirmware
+    from hil_tune.errors import HilTuneError
+
+    target = tmp_path / "board"
+    if kind == "file":
+        target.write_text("my notes")
+    else:
+        target.mkdir()
+    with pytest.raises(HilTuneError, match=f"a {kind} is there"), SerialEmulator(BoardFirmware(), link=target):
+        pass
+    assert (target.read_text() == "my notes") if kind == "file" else target.is_dir()
+    assert not (tmp_path / "board.new").exists()
