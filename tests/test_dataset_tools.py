@@ -125,3 +125,32 @@ def test_a_real_raw_file_is_swept_in_patches_with_its_cfa_phase(raw_dir, tmp_pat
     assert result.written == 3
     ds = SweepDataset(folder.root)
     assert ds.reader.sample(0).meta["cfa"] == "GRBG" and "reference" not in ds[0]
+
+
+@pytest.mark.parametrize("hostile", ["../../evil.raw.npy", "/tmp/hil-tune-evil.raw.npy", "symlink", "hardlink"])
+def test_a_shard_with_hostile_member_names_is_refused_by_every_reader(dataset, tmp_path, hostile):
+    """Names a writer of ours never makes: refused with one line by verify, info and training, and
+    nothing is ever extracted."""
+    import io
+    import shutil
+    import tarfile
+
+    copy = tmp_path / "ds"
+    shutil.copytree(dataset, copy)
+    shard = sorted((copy / "shards").glob("*.tar"))[0]
+    with tarfile.open(shard, "a") as tar:
+        info = tarfile.TarInfo(hostile if hostile[0] in "./" else f"00000000.{hostile}")
+        if hostile == "symlink":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        elif hostile == "hardlink":
+            info.type, info.linkname = tarfile.LNKTYPE, "00000000.raw.npy"
+        else:
+            info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil") if info.isfile() else None)
+    for args in (["dataset", "verify", str(copy)], ["dataset", "info", str(copy)],
+                 ["train", "proxy", str(copy), "--out", str(tmp_path / "run"), "--epochs", "1"]):  # fmt: skip
+        res = cli(*args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert "Traceback" not in res.stderr and "unexpected member" in res.stderr, res.stderr
+    assert not (tmp_path / "evil.raw.npy").exists() and not (tmp_path.parent / "evil.raw.npy").exists()
+    assert not (tmp_path / "run").exists()

@@ -163,12 +163,10 @@ def read_tar(path: Path) -> dict[int, dict[str, bytes]]:
     try:
         with tarfile.open(path, mode="r:") as tar:
             for info in tar:
-                stem, _, suffix = info.name.partition(".")
-                if not stem.isdigit() or suffix not in MEMBERS or not info.isfile():
-                    raise DatasetError(f"{path}: unexpected member {info.name}")
+                index = _member_index(path, info)
                 f = tar.extractfile(info)
                 assert f is not None
-                out.setdefault(int(stem), {})[suffix] = f.read()
+                out.setdefault(index, {})[info.name.partition(".")[2]] = f.read()
     except (tarfile.TarError, OSError, EOFError) as err:
         raise DatasetError(f"{path}: not a complete tar ({err})") from None
     return out
@@ -177,11 +175,25 @@ def read_tar(path: Path) -> dict[int, dict[str, bytes]]:
 def index_tar(path: Path) -> dict[int, dict[str, tuple[int, int]]]:
     """Member offsets for random access without reading the data."""
     out: dict[int, dict[str, tuple[int, int]]] = {}
-    with tarfile.open(path, mode="r:") as tar:
-        for info in tar:
-            stem, _, suffix = info.name.partition(".")
-            out.setdefault(int(stem), {})[suffix] = (info.offset_data, info.size)
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:
+                out.setdefault(_member_index(path, info), {})[info.name.partition(".")[2]] = (
+                    info.offset_data,
+                    info.size,
+                )
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise DatasetError(f"{path}: not a complete tar ({err})") from None
     return out
+
+
+def _member_index(path: Path, info: tarfile.TarInfo) -> int:
+    """The sample index a member holds, or DatasetError for any name a writer of ours never makes
+    (a path, `..`, a link, another suffix): such a member is never read, nor extracted."""
+    stem, _, suffix = info.name.partition(".")
+    if not stem.isdigit() or suffix not in MEMBERS or not info.isfile():
+        raise DatasetError(f"{path}: unexpected member {info.name!r} (not a sample file of a hil-tune shard)")
+    return int(stem)
 
 
 # -- the dataset folder --------------------------------------------------------------------------
