@@ -278,3 +278,22 @@ def test_live_sensor_source_records_the_devices_own_frames(tmp_path, profile_pat
     sample = DatasetReader(folder.root).sample(2, check=True)
     assert sample.output.shape == (32, 32, 3) and sample.raw.shape == (32, 32) and sample.reference is None
     assert sample.meta["params_applied"] == plan.rows[2].params
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path, profile_path):
+    """Two captures into one folder: the second gets one line naming the first's PID, and the
+    dataset the first writes is whole."""
+    longer = ("-m", "40", "-o", "latency_s=0.05")  # a sweep of some seconds, so that the two overlap
+    first = _cli_capture(tmp_path / "ds", profile_path, *longer)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "ds" / "manifest.jsonl").exists() or not (tmp_path / "ds" / "manifest.jsonl").stat().st_size:
+        assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+        time.sleep(0.05)
+    second = _cli_capture(tmp_path / "ds", profile_path, *longer, "--resume")
+    _, err = second.communicate(timeout=120)
+    assert first.wait(timeout=300) == 0
+    assert second.returncode == 2 and f"another capture (PID {first.pid})" in err.decode(), err
+    assert DatasetReader(tmp_path / "ds").verify() == []
+    # With the first finished, the lock is free again: a resume finds nothing left to do.
+    third = _cli_capture(tmp_path / "ds", profile_path, *longer, "--resume")
+    assert third.wait(timeout=120) == 0

@@ -16,6 +16,8 @@ access, and every tool can open it. See docs/dataset.md.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -266,6 +268,28 @@ class DatasetFolder:
                 os.fsync(f.fileno())
         except OSError as err:
             raise DatasetError(f"cannot append to {self.root / MANIFEST}: {err.strerror or err}") from None
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the folder's writer lock (an exclusive flock on `.lock`, which records the PID) while
+        a capture writes it: a second writer would sweep the whole plan again and leave the manifest
+        pointing at its leftovers. The lock goes with the process, so a killed capture never leaves
+        one behind."""
+        path = self.root / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise DatasetError(
+                    f"{self.root}: another capture (PID {holder}) is writing this dataset; wait for it or stop it"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def reconcile(self) -> dict[int, str]:
         """Make the manifest agree with the files; returns index -> file of every written sample.

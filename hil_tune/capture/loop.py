@@ -179,6 +179,17 @@ def run_capture(
     on_progress: Callable[[int, int, int], None] | None = None,
 ) -> CaptureResult:
     """Capture every planned sample not yet written. `on_progress(done, failed, total)` after each."""
+    with DatasetFolder(root).writing():
+        return _run_capture(root, settings, workers=workers, on_progress=on_progress)
+
+
+def _run_capture(
+    root: Path,
+    settings: CaptureSettings,
+    *,
+    workers: int,
+    on_progress: Callable[[int, int, int], None] | None,
+) -> CaptureResult:
     folder = DatasetFolder(root)
     plan = folder.plan()
     written = folder.reconcile()
