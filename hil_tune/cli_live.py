@@ -48,6 +48,13 @@ def live(
 
     if frames is None and seconds is None:
         frames = 300
+    settings = LiveSettings(frames=frames, seconds=seconds, alpha=alpha, threshold=threshold,
+                            max_push_hz=max_push_hz, dry_run=dry_run, allow_restarts=allow_restarts)  # fmt: skip
+    # Outputs are checked before the session, not found unwritable after it ran.
+    if log is not None and (log.is_dir() or not log.parent.is_dir()):
+        raise InputError(f"--log {log}: must be a file in an existing folder")
+    if preview is not None and (preview.suffix.lower() not in (".gif", ".png") or not preview.parent.is_dir()):
+        raise InputError(f"--preview {preview}: must be a .gif or .png file in an existing folder")
     model, _, pred_profile = load_predictor(predictor)
     cls, options = open_options(driver, device, option or [], 10.0)
     dev_profile = driver_profile(cls, profile)
@@ -57,8 +64,6 @@ def live(
             f"the device profile {dev_profile.name!r}'s"
         )
     drv = cls(dev_profile, **options)
-    settings = LiveSettings(frames=frames, seconds=seconds, alpha=alpha, threshold=threshold,
-                            max_push_hz=max_push_hz, dry_run=dry_run, allow_restarts=allow_restarts)  # fmt: skip
     kept: list[tuple[np.ndarray, str]] = []
     every = max(1, (frames or 300) // 16)
 

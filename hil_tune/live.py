@@ -21,6 +21,7 @@ capture -> predict -> smooth + hysteresis -> delta push (background thread) -> n
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ import torch
 
 from hil_tune.drivers.base import Driver, Frame
 from hil_tune.drivers.errors import DeviceError, DeviceNotFound
+from hil_tune.errors import ParameterError
 from hil_tune.models.predictor import for_latency, input_side
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
@@ -55,6 +57,21 @@ class LiveSettings:
     # Parameters the device only takes with its stream stopped (the profile's locked_while_streaming)
     # stall capture for a stop-write-restart; live, they keep their value unless this allows it.
     allow_restarts: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would make a session silently do something else (an average that
+        overshoots, a rate that never pushes, a session that never starts), naming the option."""
+        checks = [
+            ("--alpha", self.alpha, math.isfinite(self.alpha) and 0 < self.alpha <= 1, "a weight in (0, 1]"),
+            ("--threshold", self.threshold, math.isfinite(self.threshold) and self.threshold >= 0, "0 or more"),
+            ("--max-push-hz", self.max_push_hz, math.isfinite(self.max_push_hz) and self.max_push_hz > 0, "above 0"),
+            ("--frames", self.frames, self.frames is None or self.frames >= 1, "at least 1"),
+            ("--seconds", self.seconds, self.seconds is None or (math.isfinite(self.seconds) and self.seconds > 0),
+             "above 0"),
+        ]  # fmt: skip
+        for option, value, ok, want in checks:
+            if not ok:
+                raise ParameterError(f"{option} {value}: must be {want}")
 
 
 @dataclass

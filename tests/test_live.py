@@ -303,3 +303,16 @@ def test_a_push_that_raises_is_reported_and_the_pusher_stays_usable():
     pusher.wait()
     (second,) = pusher.drain()
     assert second.error is None and Flaky.calls == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(["--alpha", "5"], "--alpha 5"), (["--alpha", "nan"], "--alpha nan"), (["--frames", "-3"], "--frames -3"),
+     (["--seconds", "-1"], "--seconds -1"), (["--threshold", "-0.1"], "--threshold -0.1"),
+     (["--max-push-hz", "0"], "--max-push-hz 0"), (["--preview", "x.txt"], "--preview x.txt"),
+     (["--log", "."], "--log .")],
+)  # fmt: skip
+def test_live_refuses_bad_settings_before_the_session(tmp_path, args, says):
+    cmd = [sys.executable, "-m", "hil_tune.cli", "live", "--driver", "sim", "--predictor", str(tmp_path / "none")]
+    res = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and says in res.stderr, res.stderr
