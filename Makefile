@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/capture.py
 	$(BIN)/python benchmarks/proxy.py
 	$(BIN)/python benchmarks/proxy_budget.py
+	$(BIN)/python benchmarks/foreign_budget.py
 	$(BIN)/python benchmarks/proxy_speed.py
 	$(BIN)/python benchmarks/predictor.py
 	$(BIN)/python benchmarks/live.py

@@ -20,7 +20,8 @@ import numpy as np
 from hil_tune.isp.ccm import ccm_from_params
 from hil_tune.isp.denoise import check_size
 from hil_tune.isp.jpeg import jpeg_roundtrip
-from hil_tune.isp.pipeline import SyntheticISP
+from hil_tune.isp.pipeline import IspStages, SyntheticISP
+from hil_tune.params import ParamDict
 from hil_tune.raw import RawFrame, pack4, unpack4
 
 _OPENCV_BAYER = {"RGGB": cv2.COLOR_BayerBG2RGB_EA, "BGGR": cv2.COLOR_BayerRG2RGB_EA,
@@ -34,34 +35,54 @@ def filmic(x: np.ndarray) -> np.ndarray:
 
 
 class ForeignISP(SyntheticISP):
-    """Same profile and parameters as the synthetic ISP, different blocks (see the module doc)."""
+    """Same profile and parameters as the synthetic ISP, different blocks (see the module doc).
 
-    def run(self, mosaic: np.ndarray, cfa: str, params: Mapping[str, object] | None = None) -> np.ndarray:
-        check_size(*mosaic.shape[:2], "mosaic")
-        p, _ = self.resolve(params)
-        s = self.settings
-        m = np.ascontiguousarray(mosaic, dtype=np.float32)
+    Each block is a method, so a measurement can swap one for the synthetic ISP's and see what the
+    difference costs (benchmarks/foreign_budget.py)."""
+
+    def denoise(self, m: np.ndarray, cfa: str, p: ParamDict) -> np.ndarray:
         strength = float(p["filter-strength"])
-        if strength > 0:
-            sigma = float(np.sqrt(float(p["noise-var"]) * s.noise_var_scale))
-            planes = pack4(m, cfa)
-            out = np.stack(
-                [cv2.bilateralFilter(np.ascontiguousarray(planes[..., c]), 5, 3 * strength * sigma, 1 + strength)
-                 for c in range(4)], axis=-1,
-            )  # fmt: skip
-            m = unpack4(out, cfa)
+        if strength <= 0:
+            return m
+        sigma = float(np.sqrt(float(p["noise-var"]) * self.settings.noise_var_scale))
+        planes = pack4(m, cfa)
+        out = np.stack(
+            [cv2.bilateralFilter(np.ascontiguousarray(planes[..., c]), 5, 3 * strength * sigma, 1 + strength)
+             for c in range(4)], axis=-1,
+        )  # fmt: skip
+        return unpack4(out, cfa)
+
+    def demosaic(self, m: np.ndarray, cfa: str) -> np.ndarray:
         codes = np.clip(m * 65535 + 0.5, 0, 65535).astype(np.uint16)
-        rgb = cv2.demosaicing(codes, _OPENCV_BAYER[cfa]).astype(np.float32) / 65535  # (H, W, 3)
+        return cv2.demosaicing(codes, _OPENCV_BAYER[cfa]).astype(np.float32) / 65535  # (H, W, 3)
+
+    def colour(self, rgb: np.ndarray, p: ParamDict) -> np.ndarray:
         rgb = np.clip(rgb @ ccm_from_params(p).T, 0, 1)  # camera-space matrix first
         gains = np.array([p["gain-r"], p["gain-g"], p["gain-b"]], dtype=np.float32) * float(p["digital-gain"])
-        rgb = np.clip(rgb * gains, 0, 1)
+        return np.clip(rgb * gains, 0, 1)
+
+    def sharpen(self, rgb: np.ndarray, p: ParamDict) -> np.ndarray:
         luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         sigma_usm = float(p["usm-sigma"])
         radius = max(1, int(4.0 * sigma_usm + 0.5))
         blur = cv2.GaussianBlur(luma, (2 * radius + 1,) * 2, sigma_usm, borderType=cv2.BORDER_REFLECT)
-        rgb = np.clip(rgb + float(p["usm-amount"]) * (luma - blur)[..., None], 0, 1)
-        toned = (filmic(rgb) * 255 + 0.5).astype(np.uint8)
-        return jpeg_roundtrip(toned, quality=s.jpeg_quality, subsampling=s.jpeg_subsampling)
+        return np.clip(rgb + float(p["usm-amount"]) * (luma - blur)[..., None], 0, 1)
+
+    def tone(self, rgb: np.ndarray) -> np.ndarray:
+        return (filmic(rgb) * 255 + 0.5).astype(np.uint8)
+
+    def compress(self, toned: np.ndarray) -> np.ndarray:
+        return jpeg_roundtrip(toned, quality=self.settings.jpeg_quality, subsampling=self.settings.jpeg_subsampling)
+
+    def run(self, mosaic: np.ndarray, cfa: str, params: Mapping[str, object] | None = None) -> np.ndarray:
+        check_size(*mosaic.shape[:2], "mosaic")
+        p, _ = self.resolve(params)
+        m = self.denoise(np.ascontiguousarray(mosaic, dtype=np.float32), cfa, p)
+        rgb = self.sharpen(self.colour(self.demosaic(m, cfa), p), p)
+        return self.compress(self.tone(rgb))
+
+    def stages(self, *args: object, **kwargs: object) -> IspStages:
+        raise NotImplementedError("the foreign firmware does not report the synthetic ISP's stages")
 
     def run_frame(self, frame: RawFrame, params: Mapping[str, object] | None = None) -> np.ndarray:
         return self.run(frame.normalized(), frame.cfa, params)
