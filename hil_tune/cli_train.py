@@ -141,6 +141,16 @@ def train_predictor_cmd(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option("--resume")] = False,
+    images: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--images",
+            help="Train on fresh crops and camera draws of these photos (files, folders, "
+            "bundled, NAME@K) instead of the sweep's patches. Repeatable.",
+        ),
+    ] = None,
+    crop: Annotated[int, typer.Option(help="With --images: crop size in pixels.")] = 128,
+    crops_per_image: Annotated[int, typer.Option("--crops-per-image", help="With --images: per photo and epoch.")] = 4,
 ) -> None:
     """Train the attention-aware predictor through the frozen proxy for a task."""
     from hil_tune.models.predictor import PredictorConfig
@@ -149,7 +159,8 @@ def train_predictor_cmd(
 
     if (out_dir / "checkpoint.pt").exists() and not resume:
         raise InputError(f"{out_dir} already holds a run: add --resume to continue it, or choose a new folder")
-    cfg = PredictorTrainConfig(epochs=epochs, batch=batch, lr=lr, seed=seed, device=device)
+    cfg = PredictorTrainConfig(epochs=epochs, batch=batch, lr=lr, seed=seed, device=device, crop=crop,
+                               crops_per_image=crops_per_image)  # fmt: skip
     with progress(TextColumn("{task.fields[info]}"), console=err) as bar:
         t = bar.add_task("predictor", total=None, info="")
 
@@ -162,7 +173,7 @@ def train_predictor_cmd(
                               + (f", held-out images {held:.4f}" if held is not None else ""))  # fmt: skip
 
         final = train_predictor(dataset, proxy, task, out_dir, PredictorConfig(dim=dim), cfg, resume=resume,
-                                on_epoch=on_epoch, on_batch=on_batch)  # fmt: skip
+                                on_epoch=on_epoch, on_batch=on_batch, images=images)  # fmt: skip
     out.print(f"wrote {out_dir / 'model.pt'} (+ .json sidecar), curves {out_dir / 'curves.png'}")
     out.print_json(data=final["metrics"])
 

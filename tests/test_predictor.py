@@ -143,3 +143,29 @@ def test_area_resize_shortcut_gives_adaptive_pooling_means(shape, size):
 
     x = torch.rand(shape, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(_area_resize(x, size), F.adaptive_avg_pool2d(x, size), rtol=0, atol=1e-6)
+
+
+def test_training_on_any_photos_with_fresh_crops_each_epoch(trained, tmp_path):
+    """--images: the predictor trains on crops and camera draws of photos the sweep never held,
+    fresh each epoch; the proxy's held-out photos are refused as training images."""
+    from hil_tune.capture.sources import resolve_sources
+    from hil_tune.train.image_crops import ImageCrops
+
+    tmp, data, prof = trained
+    crops = ImageCrops(resolve_sources(["bundled:hubble_deep_field", "bundled:coffee"]), prof, 32, per_image=2)
+    first = [crops[i]["raw"] for i in range(len(crops))]
+    crops.set_epoch(1)
+    assert len(crops) == 4 and not any(torch.equal(a, crops[i]["raw"]) for i, a in enumerate(first))
+    crops.set_epoch(0)
+    assert all(torch.equal(a, crops[i]["raw"]) for i, a in enumerate(first))  # a resume sees the same crops
+    final = train_predictor(data, tmp / "proxy", "reference", tmp_path / "pred-img", PredictorConfig(dim=32),
+                            PredictorTrainConfig(epochs=2, batch=4, crop=32, crops_per_image=2),
+                            images=["bundled:hubble_deep_field@3"])  # fmt: skip
+    assert final["dataset"]["trained_on"] == "image crops"
+    assert final["dataset"]["train_sources"] == ["bundled:hubble_deep_field", "bundled:hubble_deep_field#1",
+                                                 "bundled:hubble_deep_field#2"]  # fmt: skip
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in final["history"])
+    held = json.loads((tmp / "proxy" / "model.json").read_text())["split"]["held_out_sources"]
+    with pytest.raises(InputError, match="held-out photos"):
+        train_predictor(data, tmp / "proxy", "reference", tmp_path / "x", PredictorConfig(dim=32),
+                        PredictorTrainConfig(epochs=1, crop=32), images=[held[0]])  # fmt: skip

@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
+from hil_tune.capture.sources import photo_of, resolve_sources
+from hil_tune.errors import InputError
 from hil_tune.models.predictor import AttentionPredictor, PredictorConfig
 from hil_tune.profiles import Profile
 from hil_tune.train import checkpoint
 from hil_tune.train.curves import plot_curves
 from hil_tune.train.data import SweepDataset
+from hil_tune.train.image_crops import ImageCrops
 from hil_tune.train.proxy_train import dataset_id, load_proxy
 from hil_tune.train.tasks import load_task
 
@@ -33,6 +36,8 @@ class PredictorTrainConfig:
     lr: float = 1e-3
     seed: int = 0
     device: str = "cpu"
+    crop: int = 128  # with training images: crop size (the paper slices 512 px)
+    crops_per_image: int = 4  # with training images: crops (and camera draws) of each photo per epoch
 
 
 def distinct_patches(ds: SweepDataset, exclude_sources: set[str]) -> tuple[list[int], list[int]]:
@@ -66,7 +71,12 @@ def train_predictor(
     resume: bool = False,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_batch: Callable[[int, int, float], None] | None = None,
+    images: list[str] | None = None,
 ) -> dict[str, Any]:
+    """Train the predictor through the frozen proxy. With `images` (photos, folders, NAME@K,
+    bundled), it trains on fresh crops and camera draws of those each epoch (ImageCrops, cfg.crop
+    pixels, cfg.crops_per_image a photo) instead of the sweep's patches; the sweep still defines
+    the profile, the region and the held-out images."""
     checkpoint.check_positive(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr)
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
@@ -81,6 +91,14 @@ def train_predictor(
         raise checkpoint.CheckpointError(f"{dataset}: captured with another profile than the proxy's")
     held_sources = set(proxy_side["split"]["held_out_sources"])
     train_pos, held_pos = distinct_patches(ds, held_sources)
+    crops: ImageCrops | None = None
+    if images:
+        sources = resolve_sources(images)
+        held_photos = {photo_of(h) for h in held_sources}
+        leaked = sorted({s.id for s in sources if photo_of(s.id) in held_photos})
+        if leaked:
+            raise InputError(f"training images show the proxy's held-out photos: {', '.join(leaked)}")
+        crops = ImageCrops(sources, profile, cfg.crop, cfg.crops_per_image, cfg.seed)
     box = ds.reader.plan.sampling_box()
     lower, upper = list(box.lower), list(box.upper)
     model = build_predictor(profile, lower, upper, config).to(device)
@@ -94,7 +112,9 @@ def train_predictor(
         "firmware": ds.reader.firmware_variant(), "device": ds.reader.sample(ds.indices[0]).meta.get("device", {}),
         "dataset": {"path": str(dataset), "id": dataset_id(dataset), "train_patches": len(train_pos),
                     "held_out_patches": len(held_pos), "held_out_sources": sorted(held_sources),
-                    "train_sources": sorted({ds.reader.rows[ds.indices[p]].source for p in train_pos})},
+                    "train_sources": sorted({s.id for s in crops.sources} if crops is not None
+                                            else {ds.reader.rows[ds.indices[p]].source for p in train_pos}),
+                    "trained_on": "image crops" if crops is not None else "sweep patches"},
     }  # fmt: skip
     history: list[dict[str, Any]] = []
     start = 0
@@ -109,11 +129,13 @@ def train_predictor(
     best = min(
         (h for h in history if h.get("held_out_loss") is not None), key=lambda h: h["held_out_loss"], default=None
     )
-    train_set = Subset(ds, train_pos)
+    train_set: Dataset = crops if crops is not None else Subset(ds, train_pos)
     held_loader = DataLoader(Subset(ds, held_pos), batch_size=cfg.batch)
     gen = torch.Generator()
     for epoch in range(start, cfg.epochs):
         gen.manual_seed(cfg.seed * 1000 + epoch)
+        if crops is not None:
+            crops.set_epoch(epoch)
         loader = DataLoader(train_set, batch_size=cfg.batch, shuffle=True, generator=gen)
         t0, total, seen = time.perf_counter(), 0.0, 0
         model.train()
