@@ -131,7 +131,11 @@ def _section(out: Path, step: dict[str, Any]) -> str:
             f"{_e(facts.get('oracle_budget'))} per held-out image. All measured on the real ISP.</p>"
         )
         parts += [
-            figure(out, art.get("grid"), "Input, default, expert, predicted, oracle, reference"),
+            figure(
+                out,
+                art.get("grid"),
+                "Input, then default, expert, predicted, predicted+4, predicted+10, ideal, oracle, reference",
+            ),
             figure(out, art.get("curves"), "Predictor training"),
         ]
     elif name == "live":
