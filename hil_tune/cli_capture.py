@@ -39,7 +39,7 @@ def capture(
     samples_per_source: Annotated[int, typer.Option("--samples-per-source", "-m")] = 8,
     patch: Annotated[int, typer.Option(help="Patch size (pixels a side, even); the paper uses 512.")] = 512,
     seed: Annotated[int, typer.Option()] = 0,
-    region: Annotated[str, typer.Option(help="full, or a [region.NAME] of the profile.")] = "plausible",
+    region: Annotated[str, typer.Option(help="full, or a \\[region.NAME] of the profile.")] = "plausible",
     around: Annotated[Path | None, typer.Option(help="JSON parameter set(s) to sample around.")] = None,
     radius: Annotated[float, typer.Option(help="Half-width of the --around box, encoded units.")] = 0.1,
     workers: Annotated[int, typer.Option(help="Processes (simulator only).")] = 1,
