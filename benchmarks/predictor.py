@@ -34,7 +34,7 @@ from hil_tune.models.proxy import ProxyConfig
 from hil_tune.profiles import load_profile
 from hil_tune.train.predictor_eval import evaluate_predictor
 from hil_tune.train.predictor_train import PredictorTrainConfig, train_predictor
-from hil_tune.train.proxy_train import TrainConfig, train_proxy
+from hil_tune.train.proxy_train import RECIPES, TrainConfig, train_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
 ORACLE_BUDGET = 64
@@ -60,6 +60,10 @@ def inference_ms(repeats: int = 200) -> dict[str, float]:
     }
 
 
+def _sidecar(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work")
@@ -67,7 +71,10 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--draws", type=int, default=6, help="unprocessing draws (cameras) per photo")
     ap.add_argument("--held-draws", type=int, default=3, help="draws of each held-out photo to evaluate")
-    ap.add_argument("--reuse", action="store_true", help="evaluate the models the last run trained, if present")
+    ap.add_argument("--proxy-epochs", type=int, default=30)
+    ap.add_argument(
+        "--reuse", action="store_true", help="reuse the models the last run trained with this configuration"
+    )
     args = ap.parse_args()
     speed = inference_ms()
     print(f"predictor inference at 256x256, one thread: p50 {speed['p50']:.2f} ms, p99 {speed['p99']:.2f} ms")
@@ -80,20 +87,24 @@ def main() -> int:
     profile = DatasetFolder(data).plan().load_profile()
     proxy = args.work / "pred-bench-proxy"
     run = args.work / "pred-bench-predictor"
-    if args.reuse and (proxy / "model.json").exists() and (run / "model.json").exists():
-        # the models this configuration trained last time: evaluate again without retraining
-        held_all = json.loads((proxy / "model.json").read_text())["split"]["held_out_sources"]
-        train_s = sum(h["seconds"] for h in json.loads((run / "model.json").read_text())["history"])
-    else:
+    # Each model is reused when the last run trained it with the same configuration (its sidecar
+    # says how many epochs); otherwise trained afresh. A proxy checkpoint cut short is finished
+    # where it stopped only when asked to (--proxy-epochs at most its epochs), never silently.
+    proxy_side = _sidecar(proxy / "model.json") or _sidecar(proxy / "checkpoint.json")
+    if not (args.reuse and proxy_side and proxy_side["epoch"] + 1 >= args.proxy_epochs):
         shutil.rmtree(proxy, ignore_errors=True)
-        final = train_proxy(
-            data, proxy, profile, ProxyConfig(), TrainConfig(epochs=30, optimizer="adam", lr=1e-3, val_sources=0.34)
-        )
-        held_all = final["split"]["held_out_sources"]
+        cfg = TrainConfig(epochs=args.proxy_epochs, val_sources=0.34, **RECIPES["greybox"])
+        proxy_side = train_proxy(data, proxy, profile, ProxyConfig(), cfg)
+    elif not (proxy / "model.json").exists():
+        cfg = TrainConfig(epochs=proxy_side["epoch"] + 1, val_sources=0.34, **RECIPES["greybox"])
+        proxy_side = train_proxy(data, proxy, profile, ProxyConfig(), cfg, resume=True)
+    held_all = proxy_side["split"]["held_out_sources"]
+    run_side = _sidecar(run / "model.json")
+    if not (args.reuse and run_side and len(run_side["history"]) == args.epochs):
         shutil.rmtree(run, ignore_errors=True)
-        t = time.perf_counter()
-        train_predictor(data, proxy, "reference", run, PredictorConfig(), PredictorTrainConfig(epochs=args.epochs))
-        train_s = time.perf_counter() - t
+        run_side = train_predictor(data, proxy, "reference", run, PredictorConfig(),
+                                   PredictorTrainConfig(epochs=args.epochs))  # fmt: skip
+    train_s = sum(h["seconds"] for h in run_side["history"])
     held = [i for i in held_all if source_from_id(i).draw < args.held_draws]
     report = evaluate_predictor(
         run,
@@ -109,7 +120,9 @@ def main() -> int:
         **header("predictor", torch_version=torch.__version__),
         "config": {
             "dataset": str(data.relative_to(ROOT)) if data.is_relative_to(ROOT) else str(data),
-            "proxy": "greybox, 30 epochs Adam 1e-3",
+            "proxy": f"greybox, {proxy_side['epoch'] + 1} epochs, {RECIPES['greybox']}",
+            "proxy_held_out_psnr": proxy_side["history"][proxy_side["epoch"]]["val_sources_psnr"],
+            "proxy_structure": proxy_side["history"][proxy_side["epoch"]].get("structure"),
             "predictor_epochs": args.epochs,
             "held_out_images": held,
             "crop": 64,
