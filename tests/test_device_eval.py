@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from capture_helpers import BOARD_FAST, fast_sweep
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from plugins import install_plugin
 
 from hil_tune.capture.sources import load_source, resolve_sources
 from hil_tune.drivers.emulator import SerialEmulator
@@ -100,27 +100,18 @@ def test_the_run_folder_needs_no_dataset(board_run, tmp_path):
 def ink_plugin(tmp_path, monkeypatch):
     """A third-party ISP installed the way pip installs one: its output is the negative of the
     synthetic ISP's, which no built-in firmware makes."""
-    pkg = tmp_path / "ink_isp"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text(
-        textwrap.dedent(
-            """
-            from hil_tune.drivers.sim import SimDriver
+    code = """
+        from hil_tune.drivers.sim import SimDriver
 
-            class InkDriver(SimDriver):
-                name = "ink"
+        class InkDriver(SimDriver):
+            name = "ink"
 
-                def _grab(self, raw, deadline):
-                    grab = super()._grab(raw, deadline)
-                    grab.image = 255 - grab.image
-                    return grab
-            """
-        )
-    )
-    dist = tmp_path / "ink_isp-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ink-isp\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[hil_tune.drivers]\nink = ink_isp:InkDriver\n")
+            def _grab(self, raw, deadline):
+                grab = super()._grab(raw, deadline)
+                grab.image = 255 - grab.image
+                return grab
+        """
+    install_plugin(tmp_path, "ink_isp", code, {"ink": "ink_isp:InkDriver"})
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
     sys.modules.pop("ink_isp", None)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 
 import pytest
+from plugins import install_plugin
 
 from hil_tune.drivers import DeviceNotFound, Driver, create_driver, driver_class, registered
 
@@ -29,24 +29,14 @@ def test_unknown_option_is_refused_at_construction():
 @pytest.fixture
 def third_party(tmp_path, monkeypatch):
     """A package installed the way pip installs one: code plus a dist-info with entry_points.txt."""
-    pkg = tmp_path / "acme_isp"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text(
-        textwrap.dedent(
-            """
-            from hil_tune.drivers.sim import SimDriver
+    code = """
+        from hil_tune.drivers.sim import SimDriver
 
-            class AcmeDriver(SimDriver):
-                name = "acme"
-            """
-        )
-    )
-    dist = tmp_path / "acme_isp-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-isp\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[hil_tune.drivers]\nacme = acme_isp:AcmeDriver\nsim = acme_isp:AcmeDriver\nbroken = acme_isp:Missing\n"
-    )
+        class AcmeDriver(SimDriver):
+            name = "acme"
+        """
+    entry = {"acme": "acme_isp:AcmeDriver", "sim": "acme_isp:AcmeDriver", "broken": "acme_isp:Missing"}
+    install_plugin(tmp_path, "acme_isp", code, entry)
     monkeypatch.syspath_prepend(str(tmp_path))
     yield
     sys.modules.pop("acme_isp", None)
