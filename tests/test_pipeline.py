@@ -55,7 +55,7 @@ def test_reused_scratch_never_leaks_into_an_output(isp):
     kept = first.copy()
     np.testing.assert_array_equal(first, isp.stages(frames[0].normalized(), "BGGR", params[0]).output)
     isp.run_frame(frames[1], params[1])
-    isp.run(unprocess(textured_rgb(16, 16, seed=9), seed=9, cfa="RGGB").normalized(), "RGGB", params[2])
+    isp.run(unprocess(textured_rgb(24, 24, seed=9), seed=9, cfa="RGGB").normalized(), "RGGB", params[2])
     np.testing.assert_array_equal(first, kept)
 
 

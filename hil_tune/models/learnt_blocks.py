@@ -61,7 +61,8 @@ class MonotoneCurve(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.table()
-        t = x.clamp(1e-7, 1.0) ** (1 / _KNOT_POWER) * self.knots
+        # NaN would index the table at -2^63; it is left to the loss's finite check to report.
+        t = torch.nan_to_num(x, nan=0.0).clamp(1e-7, 1.0) ** (1 / _KNOT_POWER) * self.knots
         i = t.detach().floor().clamp(0, self.knots - 1)
         f = t - i
         i = i.long()
@@ -188,8 +189,10 @@ class Bilateral(nn.Module):
     def forward(self, planes: Tensor, features: Tensor) -> Tensor:
         b, c, h, w = planes.shape
         law = self.linear(features) + self.mlp(features)
-        s2 = (2 * law[:, 0]).exp()[:, None, None, None, None]
-        c2 = (2 * law[:, 1]).exp()[:, None, None, None, None]
+        # Log widths bounded (e^-8 .. e^8): a width that underflows to 0 makes the centre weight 0/0.
+        widths = law[:, :2].clamp(-8.0, 8.0)
+        s2 = (2 * widths[:, 0]).exp()[:, None, None, None, None]
+        c2 = (2 * widths[:, 1]).exp()[:, None, None, None, None]
         blend = torch.sigmoid(law[:, 2])[:, None, None, None]
         r = self.radius
         n = 2 * r + 1
