@@ -120,6 +120,15 @@ class Profile(BaseModel):
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
+    @property
+    def device_sha256(self) -> str:
+        """What a device interprets: the parameters (ranges, grids, defaults) and the device map.
+        A board reports this for the profile it was built with, so an edited copy that kept the
+        name is caught at open; regions, pipeline notes and the description may differ freely."""
+        data = self.model_dump(mode="json")
+        canonical = json.dumps({k: data[k] for k in ("params", "device")}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
     def regions(self) -> list[str]:
         return ["full", *self.region]
 
@@ -230,39 +239,58 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
     return profile
 
 
-def _read(name_or_path: str | Path, relative_to: Path | None = None) -> tuple[dict[str, Any], str]:
-    """Parsed TOML of a profile file or bundled name, and the label errors use for it."""
+def _read(name_or_path: str | Path, relative_to: Path | None = None) -> tuple[dict[str, Any], str, Path | None]:
+    """Parsed TOML of a profile file or bundled name, the label errors use for it, and the file's
+    folder (None for a bundled profile). A relative path named inside a profile file is that
+    file's neighbour, never the working directory's: a profile means the same from anywhere."""
     path = Path(name_or_path)
-    if relative_to is not None and not path.is_absolute() and (relative_to / path).is_file():
+    if relative_to is not None and not path.is_absolute():
         path = relative_to / path
     if path.is_file():
-        text_source, label = path.read_bytes(), str(path)
-    elif path.suffix == "" and len(path.parts) == 1:
+        text_source, label, folder = path.read_bytes(), str(path), path.resolve().parent
+    elif Path(name_or_path).suffix == "" and len(Path(name_or_path).parts) == 1:
         res = resources.files(BUNDLED_PACKAGE) / f"{name_or_path}.toml"
         if not res.is_file():
             known = ", ".join(bundled_names())
             raise ProfileError(str(name_or_path), [f"no such file or bundled profile (bundled: {known})"])
-        text_source, label = res.read_bytes(), f"{name_or_path} (bundled)"
+        text_source, label, folder = res.read_bytes(), f"{name_or_path} (bundled)", None
     else:
         raise ProfileError(str(path), ["no such file"])
     try:
-        return tomllib.loads(text_source.decode("utf-8")), label
+        return tomllib.loads(text_source.decode("utf-8")), label, folder
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ProfileError(label, [f"not valid TOML: {err}"]) from None
 
 
-def _resolve_extends(data: dict[str, Any], label: str, here: Path | None, depth: int = 0) -> dict[str, Any]:
+MAX_EXTENDS_DEPTH = 8
+
+
+def _key(label: str, folder: Path | None) -> str:
+    """One name per profile file however it was reached (relative, absolute, via links)."""
+    return str(Path(label).resolve()) if folder is not None else label
+
+
+def _resolve_extends(
+    data: dict[str, Any], label: str, here: Path | None, chain: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """`extends = "synthetic"` takes every top-level table of the base profile that this file leaves out.
 
     A device profile then states only its device map, and cannot drift from the space it maps.
+    Each file's `extends` is resolved against that file's own folder (a bundled profile's against
+    the bundled ones); a cycle is named as one.
     """
     base_name = data.get("extends")
+    chain = (*chain, _key(label, here))
     if base_name is None:
         return data
-    if not isinstance(base_name, str) or depth > 4:
-        raise ProfileError(label, [f"extends: {base_name!r} must name one profile (at most 4 levels deep)"])
-    base, base_label = _read(base_name, here)
-    base = _resolve_extends(base, base_label, here, depth + 1)
+    if not isinstance(base_name, str):
+        raise ProfileError(label, [f"extends: {base_name!r} must name one profile (a bundled name or a file)"])
+    base, base_label, base_here = _read(base_name, here)
+    if _key(base_label, base_here) in chain:
+        raise ProfileError(label, [f"extends: a cycle: {' -> '.join((*chain, _key(base_label, base_here)))}"])
+    if len(chain) > MAX_EXTENDS_DEPTH:
+        raise ProfileError(label, [f"extends: more than {MAX_EXTENDS_DEPTH} levels deep"])
+    base = _resolve_extends(base, base_label, base_here, chain)
     merged = {k: v for k, v in base.items() if k != "extends"}
     merged.update({k: v for k, v in data.items() if k != "extends"})
     return merged
@@ -270,7 +298,5 @@ def _resolve_extends(data: dict[str, Any], label: str, here: Path | None, depth:
 
 def load_profile(name_or_path: str | Path) -> Profile:
     """Load a profile by file path or by the name of a bundled profile (e.g. 'synthetic')."""
-    data, label = _read(name_or_path)
-    path = Path(name_or_path)
-    here = path.parent if path.is_file() else None
+    data, label, here = _read(name_or_path)
     return parse_profile(_resolve_extends(data, label, here), label)

@@ -111,3 +111,33 @@ def test_a_sample_that_keeps_failing_is_recorded_then_retried_on_resume(tmp_path
         again = run_capture(folder.root, settings(tmp_path, link))
     assert again.failed == {} and again.written == len(plan.rows)
     check_complete(prof, plan, folder)
+
+
+def _held(tmp_path, link, prof):
+    from hil_tune.drivers.registry import create_driver
+
+    driver = create_driver("serial", prof, device=str(link), timeout=3.0)
+    driver.open()
+    try:
+        return driver.get_params()
+    finally:
+        driver.close()
+
+
+def test_a_sweep_puts_the_device_back_on_what_it_held(tmp_path):
+    """Stage / unstage: after the sweep (even a faulty one) the board holds its pre-sweep setting;
+    `restore=False` leaves it on the sweep's last setting."""
+    prof, plan, folder, fw = setup(tmp_path, m=2)
+    link = tmp_path / "board"
+    with SerialEmulator(fw, link=link) as emu:
+        before = _held(tmp_path, link, prof)
+        emu.faults.drop_replies = 2
+        result = run_capture(folder.root, settings(tmp_path, link))
+        assert result.failed == {} and result.restored is True
+        assert _held(tmp_path, link, prof) == before
+        assert plan.rows[-1].params != before  # the sweep did move the board
+        other = DatasetFolder(tmp_path / "ds2")
+        other.create(plan)
+        kept = run_capture(other.root, CaptureSettings(**{**settings(tmp_path, link).__dict__, "restore": False}))
+        assert kept.restored is None
+        assert _held(tmp_path, link, prof) == plan.rows[-1].params

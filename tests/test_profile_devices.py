@@ -76,5 +76,25 @@ def test_extends_names_a_missing_base_clearly(tmp_path):
         load_profile(path)
     loop = tmp_path / "loop.toml"
     loop.write_text('extends = "loop.toml"\nname = "loop"\n')
-    with pytest.raises(ProfileError, match="at most 4 levels"):
+    with pytest.raises(ProfileError, match=r"a cycle: .*loop\.toml -> .*loop\.toml"):
         load_profile(loop)
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\nname = "a"\n')
+    (tmp_path / "b.toml").write_text('extends = "./a.toml"\nname = "b"\n')
+    with pytest.raises(ProfileError, match=r"a cycle: .*a\.toml -> .*b\.toml -> .*a\.toml"):
+        load_profile(tmp_path / "a.toml")
+
+
+def test_nested_relative_extends_mean_the_same_from_any_directory(tmp_path, monkeypatch):
+    """top/child.toml extends base/mid.toml, which extends its own neighbour board.toml: each
+    file's `extends` is read against its own folder, wherever the command runs."""
+    (tmp_path / "base").mkdir()
+    (tmp_path / "top").mkdir()
+    _board(tmp_path / "base", {})
+    (tmp_path / "base" / "mid.toml").write_text('extends = "board.toml"\nname = "mid"\n')
+    (tmp_path / "top" / "child.toml").write_text('extends = "../base/mid.toml"\nname = "child"\n')
+    # a decoy board.toml in the working directory must not be picked up instead
+    (tmp_path / "top" / "board.toml").write_text('extends = "synthetic"\nname = "decoy"\n')
+    for cwd in (tmp_path, tmp_path / "top", tmp_path / "base"):
+        monkeypatch.chdir(cwd)
+        prof = load_profile(tmp_path / "top" / "child.toml")
+        assert prof.name == "child" and prof.device.vendor_id == 0x1209
