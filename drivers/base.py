@@ -300,6 +300,8 @@ class Driver(ABC):
         still = [k for k in restore if now.get(k) != before[k]]
         if still:
             err.add_note(f"rollback left {', '.join(still)} changed on the device; reconnect and re-push")
+        else:
+            err.add_note("rolled back: the device reads back the setting it held before this push")
         self._applied = now
         self._mark_changed(None)
 

@@ -125,6 +125,7 @@ class BoardFirmware:
             "firmware": f"{FIRMWARE_VERSION}-{self.variant}",
             "protocol": p.VERSION,
             "profile": self.profile.name,
+            "map_sha256": self.profile.device_sha256,
             "vendor_id": self.profile.device.vendor_id,
             "product_id": self.profile.device.product_id,
             "frame_tags": self.frame_tags,

@@ -81,7 +81,7 @@ def require_ok(reply: p.Packet, what: str) -> p.Packet:
     if reply.code == p.Status.OK:
         return reply
     if reply.code == p.Status.OUT_OF_RANGE:
-        raise ParameterRejected(f"{what}: the device refused a value as out of range; nothing was applied")
+        raise ParameterRejected(f"{what}: the device refused a value as out of range")
     try:
         name = p.Status(reply.code).name
     except ValueError:
@@ -140,6 +140,13 @@ class RegisterDriver(Driver):
                 raise ProtocolError(
                     f"{self.name}: the board's register map is {self._identity.get('profile')!r}, "
                     f"but profile {self.profile.name!r} was loaded"
+                )
+            board_map = self._identity.get("map_sha256")
+            if board_map is not None and board_map != self.profile.device_sha256:
+                raise ProtocolError(
+                    f"{self.name}: profile {self.profile.name!r} does not match the board's own "
+                    f"(parameters or register map differ: board {str(board_map)[:12]}, "
+                    f"profile {self.profile.device_sha256[:12]}); was the profile edited?"
                 )
         except BaseException:
             self._link.close()

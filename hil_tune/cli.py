@@ -183,6 +183,8 @@ def main() -> None:
         prefix = f"{e.path}: " if isinstance(e, ProfileError) else ""
         for line in lines:
             err.print(f"[red]error:[/] {prefix}{line}", highlight=False, soft_wrap=True)
+        for note in getattr(e, "__notes__", []):  # what a rollback found, read back from the device
+            err.print(f"  {note}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

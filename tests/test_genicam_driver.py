@@ -96,6 +96,7 @@ def test_a_failed_write_rolls_back_what_was_written():
     drv = GenICamDriver(profile, cti=str(CTI))
     with drv:
         before = drv.get_params()
-        with pytest.raises(ProtocolError, match="not writable"):
+        with pytest.raises(ProtocolError, match="not writable") as err:
             drv.set_params({"ball-size": 7, "width": 480})
         assert drv.get_params() == before
+        assert any("rolled back" in note for note in err.value.__notes__)  # a claim the read-back made

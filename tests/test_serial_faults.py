@@ -118,6 +118,29 @@ def test_a_board_running_another_register_map_is_refused(tmp_path):
     assert BoardFirmware  # imported for the type the rig patches
 
 
+def test_an_edited_profile_that_kept_the_name_is_refused_at_open(tmp_path):
+    """Identified by hash, not name: a copy of emulated-board with one register's scale changed
+    (it would write every gain-r 10x too large) is refused; one that only adds a region opens."""
+    from hil_tune.drivers.registry import create_driver
+
+    edited = tmp_path / "edited.toml"
+    edited.write_text('extends = "emulated-board"\nname = "emulated-board"\n')
+    base = load_profile("emulated-board")
+    maps = base.device.model_dump(mode="json")
+    maps["map"]["gain-r"]["scale"] = maps["map"]["gain-r"]["scale"] * 10
+    bad = base.model_copy(update={"device": type(base.device).model_validate(maps)})
+    with rig("serial", tmp_path) as r:
+        drv = create_driver("serial", bad, device=str(tmp_path / "board0"), attempt_timeout=0.2)
+        with pytest.raises(ProtocolError, match="does not match the board's own"):
+            drv.open()
+        (tmp_path / "region.toml").write_text(
+            'extends = "emulated-board"\nname = "emulated-board"\n[region.narrow]\ngain-r = [1.0, 1.5]\n'
+        )
+        ok = create_driver("serial", load_profile(tmp_path / "region.toml"), device=str(tmp_path / "board0"))
+        with ok:
+            assert ok.get_params() == r.extra["fw"].params_of(r.extra["fw"].active)
+
+
 @pytest.fixture(scope="module")
 def shared_board(tmp_path_factory):
     with rig("serial", tmp_path_factory.mktemp("board")) as r:
