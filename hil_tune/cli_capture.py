@@ -48,6 +48,9 @@ def capture(
     retries: Annotated[int, typer.Option(help="Attempts after a device fault, per sample.")] = 3,
     device: Annotated[str | None, typer.Option("--device", help="Port, serial number or index.")] = None,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Driver option KEY=VALUE.")] = None,
+    restore: Annotated[
+        bool, typer.Option("--restore/--no-restore", help="Put the device back on its pre-sweep setting at the end.")
+    ] = True,
 ) -> None:
     """Sweep LHC parameter sets over sources through a device into a resumable dataset."""
     from hil_tune.capture.dataset import DatasetFolder
@@ -88,7 +91,7 @@ def capture(
             plan = plan_from_options()
         folder.create(plan)
         err.print(f"planned {len(plan.rows)} samples ({len(plan.sources)} sources, region {plan.region.name})")
-    settings = CaptureSettings(driver=driver, driver_options=options, profile=profile, retries=retries)
+    settings = CaptureSettings(driver=driver, driver_options=options, profile=profile, retries=retries, restore=restore)
     start = time.monotonic()
     with progress(TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[failed]}"), console=err) as bar:
         task = bar.add_task("capture", total=len(plan.rows), rate="", failed="")
@@ -106,7 +109,11 @@ def capture(
         except KeyboardInterrupt:
             err.print(f"[yellow]interrupted[/]: written samples are safe; continue with --resume --out {out_dir}")
             raise typer.Exit(130) from None
+    for why in result.recaptured:
+        err.print(f"[yellow]corrupt[/] {why}", highlight=False)
     out.print(f"{result.written}/{result.planned} samples in {out_dir} ({result.seconds:.1f} s this run)")
+    if result.restored is False:
+        err.print("[yellow]warning[/]: the device could not be put back on its pre-sweep setting", highlight=False)
     if result.failed:
         for index, why in sorted(result.failed.items()):
             err.print(f"[red]failed[/] sample {index}: {why}", highlight=False)
@@ -159,7 +166,7 @@ def dataset_verify(path: Annotated[Path, typer.Argument(help="Dataset folder.")]
     reader = DatasetReader(path)
     problems = reader.verify()
     for p in problems:
-        err.print(f"[red]problem:[/] {p}", highlight=False)
+        err.print(f"[red]problem:[/] {p}", highlight=False, soft_wrap=True)
     failed = reader.failed()
     out.print(f"{len(reader)} samples checked, {len(problems)} problem(s), {len(failed)} failed sample(s) recorded")
     if problems:

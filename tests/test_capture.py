@@ -108,7 +108,7 @@ def test_corruption_is_found_by_verify(tmp_path, profile_path):
 
     shard = folder.root / "shards" / "00000.tar"
     where = index_tar(shard)
-    for member, expected in (("out.png", "out.png fails its checksum"), ("json", "metadata missing or unreadable")):
+    for member, expected in (("out.png", "out.png fails its checksum"), ("json", "member json fails its checksum")):
         data = bytearray(shard.read_bytes())
         offset, size = where[1][member]
         data[offset + size // 2] ^= 0xFF

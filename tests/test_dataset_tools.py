@@ -154,3 +154,70 @@ def test_a_shard_with_hostile_member_names_is_refused_by_every_reader(dataset, t
         assert "Traceback" not in res.stderr and "unexpected member" in res.stderr, res.stderr
     assert not (tmp_path / "evil.raw.npy").exists() and not (tmp_path.parent / "evil.raw.npy").exists()
     assert not (tmp_path / "run").exists()
+
+
+def _flip_in_member(shard, member_suffix, index=0, at=-8):
+    """Flip one byte inside a member of a shard, in place (the tar stays whole)."""
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        info = tar.getmember(f"{index:08d}.{member_suffix}")
+        offset = info.offset_data + (info.size + at if at < 0 else at)
+    data = bytearray(shard.read_bytes())
+    data[offset] ^= 0xFF
+    shard.write_bytes(bytes(data))
+
+
+def test_a_corrupt_raw_member_stops_training_and_is_captured_again_on_resume(dataset, tmp_path):
+    import shutil
+
+    from hil_tune.capture.dataset import DatasetError, DatasetReader
+
+    copy = tmp_path / "ds"
+    shutil.copytree(dataset, copy)
+    shard = copy / "shards" / "00000.tar"
+    before = DatasetReader(copy).sample(3, check=True)
+    _flip_in_member(shard, "raw.npy", index=2)
+    with pytest.raises(DatasetError, match=r"sample 2: member raw\.npy fails its checksum"):
+        [SweepDataset(copy)[i] for i in range(5)]
+    res = cli("train", "proxy", str(copy), "--out", str(tmp_path / "run"), "--epochs", "1")
+    assert res.returncode == 2 and "sample 2: member raw.npy fails its checksum" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    settings = CaptureSettings("sim", {"sensor_size": 32}, profile=str(dataset.parent / "fast.toml"))
+    result = run_capture(copy, settings)
+    assert len(result.recaptured) == 1 and "sample 2: member raw.npy" in result.recaptured[0]
+    assert result.written == 12 and DatasetReader(copy).verify() == []
+    assert (copy / "quarantine" / "00000.tar.0").exists()  # the corrupt shard is kept, not deleted
+    again = DatasetReader(copy)
+    assert np.array_equal(again.sample(3, check=True).raw, before.raw)
+    clean = DatasetReader(dataset).sample(2, check=True)
+    assert np.array_equal(again.sample(2, check=True).output, clean.output)  # made again, the same
+
+
+def test_an_edited_json_member_and_an_edited_plan_fail_verify(dataset, tmp_path):
+    """The JSON member is covered by the manifest's checksum, the plan's profile by its hash."""
+    import io
+    import shutil
+    import tarfile
+
+    from hil_tune.capture.dataset import DatasetReader, tar_bytes
+
+    copy = tmp_path / "ds"
+    shutil.copytree(dataset, copy)
+    shard = copy / "shards" / "00000.tar"
+    samples = {}
+    with tarfile.open(shard) as tar:
+        for info in tar:
+            stem, _, suffix = info.name.partition(".")
+            samples.setdefault(int(stem), {})[suffix] = tar.extractfile(info).read()
+    meta = json.loads(samples[1]["json"])
+    meta["encoded_applied"][0] = meta["encoded_applied"][0] + 0.25
+    samples[1]["json"] = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    shard.write_bytes(tar_bytes(sorted(samples.items())))
+    assert DatasetReader(copy).verify() == ["sample 1: member json fails its checksum (manifest)"]
+    plan = json.loads((copy / "plan.json").read_text())
+    plan["profile_data"]["pipeline"]["jpeg_quality"] = 10
+    (copy / "plan.json").write_text(json.dumps(plan))
+    res = cli("dataset", "verify", str(copy))
+    assert res.returncode != 0 and "does not match its recorded hash" in res.stdout + res.stderr
+    assert io  # imported for symmetry with the hostile-names test

@@ -40,6 +40,7 @@ PLAN = "plan.json"
 MANIFEST = "manifest.jsonl"
 PENDING = "pending"
 SHARDS = "shards"
+QUARANTINE = "quarantine"  # shards that held a corrupt sample, kept for inspection
 MEMBERS = ("json", "raw.npy", "out.png", "ref.png")
 
 
@@ -121,17 +122,42 @@ def encode_sample(sample: Sample) -> dict[str, bytes]:
     return members
 
 
-def decode_sample(index: int, members: dict[str, bytes], *, check: bool = True) -> Sample:
+def json_digest(members: dict[str, bytes]) -> str:
+    """The SHA-256 of a sample's JSON member, which the manifest row records: with the digests the
+    JSON carries for every other member, every byte of a sample is covered by a checksum."""
+    return hashlib.sha256(members.get("json", b"")).hexdigest()
+
+
+def check_members(index: int, members: dict[str, bytes], row: dict[str, Any] | None = None) -> None:
+    """Raise DatasetError naming the sample and member when a checksum fails: the JSON member
+    against the manifest row's `json_sha256` (rows written before it existed have none), every
+    other member against the digest the JSON carries. Hashing only; nothing is decoded."""
+    want = (row or {}).get("json_sha256")
+    if want is not None and json_digest(members) != want:
+        raise DatasetError(f"sample {index}: member json fails its checksum (manifest)")
     try:
         meta = json.loads(members["json"])
     except (KeyError, ValueError) as err:
         raise DatasetError(f"sample {index}: metadata missing or unreadable ({err})") from None
+    digests = meta.get("sha256") if isinstance(meta, dict) else None
+    if not isinstance(digests, dict):
+        raise DatasetError(f"sample {index}: metadata carries no checksums")
+    for name, digest in digests.items():
+        if name not in members:
+            raise DatasetError(f"sample {index}: member {name} missing")
+        if hashlib.sha256(members[name]).hexdigest() != digest:
+            raise DatasetError(f"sample {index}: member {name} fails its checksum")
+
+
+def decode_sample(
+    index: int, members: dict[str, bytes], *, check: bool = True, row: dict[str, Any] | None = None
+) -> Sample:
     if check:
-        for name, digest in meta.get("sha256", {}).items():
-            if name not in members:
-                raise DatasetError(f"sample {index}: member {name} missing")
-            if hashlib.sha256(members[name]).hexdigest() != digest:
-                raise DatasetError(f"sample {index}: member {name} fails its checksum")
+        check_members(index, members, row)
+    try:
+        meta = json.loads(members["json"])
+    except (KeyError, ValueError) as err:
+        raise DatasetError(f"sample {index}: metadata missing or unreadable ({err})") from None
     try:
         raw = np.load(io.BytesIO(members["raw.npy"]), allow_pickle=False) if "raw.npy" in members else None
         out = np.asarray(Image.open(io.BytesIO(members["out.png"])).convert("RGB"))
@@ -295,19 +321,42 @@ class DatasetFolder:
         """Make the manifest agree with the files; returns index -> file of every written sample.
 
         Temp files are removed; a pending tar that is not whole or fails a checksum is removed (its
-        sample is redone); failed rows are dropped so a resumed run retries them.
+        sample is redone); failed rows are dropped so a resumed run retries them. Every shard is
+        checked, once per call: a shard holding a sample that fails a checksum is moved to
+        `quarantine/` (nothing is deleted), its sound samples go back to pending and the bad one is
+        captured again; `self.dropped` says which and why.
         """
         for tmp in [*self.root.glob(".*.tmp"), *self.root.glob("*/.*.tmp")]:
             tmp.unlink(missing_ok=True)
+        latest = self.latest_rows()
+        self.dropped: list[str] = []
         written: dict[int, str] = {}
         for shard in sorted((self.root / SHARDS).glob("*.tar")):
-            for index in index_tar(shard):
-                written[index] = str(shard.relative_to(self.root))
+            samples = read_tar(shard)
+            bad = {}
+            for index, members in samples.items():
+                try:
+                    check_members(index, members, latest.get(index))
+                except DatasetError as err:
+                    bad[index] = str(err)
+            if not bad:
+                written.update({i: str(shard.relative_to(self.root)) for i in samples})
+                continue
+            for index, members in samples.items():
+                if index not in bad and not self.pending_path(index).exists():
+                    atomic_write(self.pending_path(index), tar_bytes([(index, members)]))
+            quarantine = self.root / QUARANTINE
+            quarantine.mkdir(exist_ok=True)
+            n = len(list(quarantine.glob(f"{shard.name}*")))
+            os.replace(shard, quarantine / f"{shard.name}.{n}")
+            fsync_dir(shard.parent)
+            self.dropped += [f"{why}: captured again ({shard.name} kept in {QUARANTINE}/)" for why in bad.values()]
         for pending in sorted((self.root / PENDING).glob("*.tar")):
             try:
                 samples = read_tar(pending)
                 for index, members in samples.items():
-                    decode_sample(index, members)
+                    row = latest.get(index)
+                    check_members(index, members, row if row and row.get("status") == "done" else None)
             except DatasetError:
                 pending.unlink(missing_ok=True)
                 continue
@@ -318,7 +367,6 @@ class DatasetFolder:
                 pending.unlink(missing_ok=True)  # packed already; the crash came before the clean-up
                 continue
             written[int(pending.stem)] = str(pending.relative_to(self.root))
-        latest = self.latest_rows()
         rows = []
         for index, file in sorted(written.items()):
             row = dict(latest.get(index, {"index": index, "recovered": True}))
@@ -342,12 +390,18 @@ class DatasetFolder:
 
 
 class DatasetReader:
-    """Random access to the written samples of a dataset (shards and pending alike)."""
+    """Random access to the written samples of a dataset (shards and pending alike).
 
-    def __init__(self, root: Path | str) -> None:
+    With `checked`, the first read from a shard or pending file checks the checksums of every
+    sample in it (hashing, about a GB/s, once per file and process), so that training never learns
+    from a corrupt sample: the error names the sample and the member."""
+
+    def __init__(self, root: Path | str, *, checked: bool = False) -> None:
         self.folder = DatasetFolder(Path(root))
         self.plan = self.folder.plan()
         self.rows = {r.index: r for r in self.plan.rows}
+        self.checked = checked
+        self._sound: set[Path] = set()
         self._where: dict[int, tuple[Path, dict[str, tuple[int, int]]]] = {}
         for path in [
             *sorted((self.folder.root / SHARDS).glob("*.tar")),
@@ -359,6 +413,22 @@ class DatasetReader:
             except (tarfile.TarError, OSError):
                 continue
         self.indices = sorted(self._where)
+
+    def check_file(self, path: Path) -> None:
+        """Check every sample this reader takes from `path` against its checksums (once)."""
+        if path in self._sound:
+            return
+        latest = self.folder.latest_rows()
+        for index, (where, _) in self._where.items():
+            if where == path:
+                try:
+                    check_members(index, self.members(index), latest.get(index))
+                except DatasetError as err:
+                    raise DatasetError(
+                        f"{self.folder.root}: {err}; `hil-tune capture --resume --out {self.folder.root}` "
+                        "captures it again"
+                    ) from None
+        self._sound.add(path)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -375,6 +445,8 @@ class DatasetReader:
     def sample(self, index: int, *, check: bool = False) -> Sample:
         if index not in self._where:
             raise DatasetError(f"{self.folder.root}: sample {index} is not written")
+        if self.checked:
+            self.check_file(self._where[index][0])
         return decode_sample(index, self.members(index), check=check)
 
     def __iter__(self) -> Iterator[Sample]:
@@ -399,8 +471,13 @@ class DatasetReader:
         }
 
     def verify(self) -> list[str]:
-        """Every manifest 'done' row has its data, every checksum matches, nothing unplanned is there."""
+        """Every manifest 'done' row has its data, every checksum matches (the JSON member's is in
+        the manifest), the plan's profile hashes to what the plan says, nothing unplanned is there."""
         problems = []
+        try:
+            self.plan.load_profile()  # recomputes the profile's hash against the plan's
+        except (HilTuneError, ValueError) as err:
+            problems.append(f"plan.json: {err}")
         latest = self.folder.latest_rows()
         for index, row in sorted(latest.items()):
             if row.get("status") != "done":
@@ -409,7 +486,8 @@ class DatasetReader:
                 problems.append(f"sample {index}: manifest says done in {row.get('file')}, but no file holds it")
                 continue
             try:
-                sample = self.sample(index, check=True)
+                check_members(index, self.members(index), row)
+                sample = self.sample(index)
             except DatasetError as err:
                 problems.append(str(err))
                 continue

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from hil_tune.capture.dataset import DatasetFolder, Sample, atomic_write, encode_sample, tar_bytes
+from hil_tune.capture.dataset import DatasetFolder, Sample, atomic_write, encode_sample, json_digest, tar_bytes
 from hil_tune.capture.plan import Plan, PlanRow
 from hil_tune.capture.sources import Source, load_source
 from hil_tune.drivers.base import Driver, Frame
@@ -43,6 +43,7 @@ class CaptureSettings:
     retries: int = 3
     timeout_s: float = 60.0
     backoff_s: float = 0.2
+    restore: bool = True  # push back what the device held before the sweep when it ends
 
 
 @dataclass
@@ -52,6 +53,8 @@ class CaptureResult:
     failed: dict[int, str]
     seconds: float
     isp_seconds: float  # time inside push + capture (the device's own work), summed over samples
+    restored: bool | None = None  # the device is back on its pre-sweep setting (None: not asked, or simulator workers)
+    recaptured: list[str] = field(default_factory=list)  # samples found corrupt on resume, and why
 
 
 class SampleTaker:
@@ -69,9 +72,26 @@ class SampleTaker:
         self.driver: Driver = create_driver(settings.driver, self.profile, **settings.driver_options)
         self.driver.open()
         self.info = self.driver.describe()
+        # Stage / unstage (as ophyd does): what the device held before the sweep is what it holds
+        # after, so a capture never leaves a bench camera on the last random setting it tried.
+        self.held = self.driver.get_params()
 
-    def close(self) -> None:
-        self.driver.close()
+    def close(self, restore: bool = False) -> bool | None:
+        """Close the device; with `restore`, push back its pre-sweep setting first. Returns whether
+        the restore took (None when not asked); a device that is gone cannot be restored."""
+        restored = None
+        try:
+            if restore:
+                try:
+                    if not self.driver.is_open:
+                        self.driver.reconnect()
+                    self.driver.set_params(self.held, verify=True)
+                    restored = True
+                except DeviceError:
+                    restored = False
+        finally:
+            self.driver.close()
+        return restored
 
     def check_capabilities(self) -> None:
         kinds = {s.kind for s in self.sources.values()}
@@ -103,6 +123,7 @@ class SampleTaker:
             "index": row.index, "status": "done", "file": f"pending/{row.index:08d}.tar", "source": row.source,
             "attempts": attempts, "host_time_ns": frame.host_time_ns, "device_time_ns": frame.device_time_ns,
             "device_s": round(busy, 6), "write_s": round(time.perf_counter() - t, 6),
+            "json_sha256": json_digest(members),
         }  # fmt: skip
         return manifest, busy
 
@@ -193,6 +214,7 @@ def _run_capture(
     folder = DatasetFolder(root)
     plan = folder.plan()
     written = folder.reconcile()
+    recaptured = folder.dropped
     todo = [r.index for r in plan.rows if r.index not in written]
     shards = shard_ranges(plan)
     shard_of = {i: k for k, rng in enumerate(shards) for i in rng}
@@ -224,6 +246,7 @@ def _run_capture(
 
     if on_progress:
         on_progress(len(done), 0, len(plan.rows))
+    restored = None
     if workers <= 1:
         taker = SampleTaker(root, settings)
         try:
@@ -231,7 +254,7 @@ def _run_capture(
             for index in todo:
                 record(*taker.take(plan.rows[index]))
         finally:
-            taker.close()
+            restored = taker.close(restore=settings.restore)
     else:
         if settings.driver != "sim":
             raise HilTuneError("--workers > 1 is for the simulator; a hardware device is driven by one process")
@@ -255,4 +278,6 @@ def _run_capture(
                 for fut in pending:
                     fut.cancel()
                 raise
-    return CaptureResult(len(plan.rows), len(done), failed, time.perf_counter() - start, isp_seconds)
+    return CaptureResult(
+        len(plan.rows), len(done), failed, time.perf_counter() - start, isp_seconds, restored, recaptured
+    )

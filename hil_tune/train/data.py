@@ -63,7 +63,7 @@ class SweepDataset(Dataset):
     """Map-style view of a local dataset folder, optionally restricted to some sources."""
 
     def __init__(self, root: Path | str, sources: set[str] | None = None, packing: str = "pack4") -> None:
-        self.reader = DatasetReader(root)
+        self.reader = DatasetReader(root, checked=True)  # never train on a corrupt sample
         self.packing = packing
         self.indices = [i for i in self.reader.indices if sources is None or self.reader.rows[i].source in sources]
 
