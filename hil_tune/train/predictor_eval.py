@@ -33,6 +33,7 @@ from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
 from hil_tune.raw import RawFrame, pack4
 from hil_tune.train.predictor_train import load_predictor
+from hil_tune.train.render_cache import CachedRenderer
 from hil_tune.train.renderers import BuiltinRenderer, DeviceRenderer, Renderer
 from hil_tune.ui import contact_sheet
 
@@ -189,10 +190,12 @@ def evaluate_predictor(
     seed: int = 0,
     renderer: Renderer | None = None,
     refine_queries: tuple[int, ...] = REFINE_QUERIES,
+    cache: Path | None = None,
 ) -> dict[str, Any]:
     """The table: default, expert, predicted, predicted+K (K device queries of per-image tuning from
     the prediction), ideal (where the source knows its camera) and oracle, every render by
-    `renderer` (the run's built-in ISP when None)."""
+    `renderer` (the run's built-in ISP when None, its renders cached by (image, setting), on disk
+    in `cache` when given)."""
     check_size(size, size, f"--size {size}")
     model, side, profile = load_predictor(run_dir)
     held = resolve_sources(images)
@@ -216,7 +219,7 @@ def evaluate_predictor(
     # The expert's images: one draw of each photo first, then further draws, up to `train_images`.
     by_spread = sorted(train_ids, key=lambda i: (source_from_id(i).draw, i))
     train_frames = prepared([source_from_id(i) for i in by_spread[:train_images]])
-    isp = renderer or BuiltinRenderer(profile, run_firmware(side), workers)
+    isp = renderer or CachedRenderer(BuiltinRenderer(profile, run_firmware(side), workers), cache)
     if isinstance(isp, DeviceRenderer) and not isp.raw_injection:
         raise InputError(f"{isp.info.driver}: evaluation needs a device that takes injected RAW frames")
     queries: dict[str, int] = {}
@@ -279,7 +282,7 @@ def evaluate_predictor(
         "wins_over_expert_by_loss": wins,
         "per_image": rows,
         "queries": {"default": len(rows), "predicted": len(rows), **queries},
-        "isp_renders": isp.calls,
+        "isp_renders": getattr(isp, "renders", isp.calls),
         "margins_db": {
             "predicted_minus_expert": summary["predicted"]["psnr"] - summary["expert"]["psnr"],
             "expert_minus_default": summary["expert"]["psnr"] - summary["default"]["psnr"],
