@@ -7,6 +7,7 @@ when no camera file is at hand, and the folder of real RAW files named by HIL_TU
 from __future__ import annotations
 
 import os
+import warnings
 import zlib
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from hil_tune.errors import InputError
+from hil_tune.limits import check_pixels
 from hil_tune.raw import RAW_SUFFIXES, RawFrame, read_raw
 from hil_tune.unprocess import unprocess
 
@@ -35,13 +37,19 @@ def read_srgb(path: str | Path) -> np.ndarray:
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     try:
-        with Image.open(p) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own budget speaks
+            im = Image.open(p)
+        with im:
+            check_pixels(*im.size, str(p))  # from the header, before any decode allocates
             im.load()
             if im.mode not in ("RGB", "RGBA", "L", "P", "LA"):
                 raise InputError(f"{p}: unsupported image mode {im.mode} (need 8-bit RGB or grey)")
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except UnidentifiedImageError:
         raise InputError(f"{p}: not an image Pillow can read") from None
+    except Image.DecompressionBombError as err:
+        raise InputError(f"{p}: {err}") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise InputError(f"{p}: cannot decode image ({err}); the file may be truncated") from None
 

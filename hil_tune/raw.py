@@ -22,6 +22,7 @@ import numpy as np
 
 from hil_tune.bands import take_in_bands
 from hil_tune.errors import InputError
+from hil_tune.limits import check_pixels
 
 CFA_PATTERNS = ("RGGB", "BGGR", "GRBG", "GBRG")
 # Canonical channel order of the 4-channel packing: R, G on the red row, G on the blue row, B.
@@ -286,6 +287,7 @@ def read_raw(path: str | Path) -> RawFrame:
             cfa = "".join(desc[i] for i in pattern.ravel())
             if cfa not in CFA_PATTERNS:
                 raise InputError(f"{p}: colour filter {cfa!r} is not an RGB Bayer pattern")
+            check_pixels(raw.sizes.width, raw.sizes.height, str(p))
             mosaic = np.array(raw.raw_image_visible, dtype=np.uint16, copy=True)
             black_by_color = list(raw.black_level_per_channel)
             black = tuple(float(black_by_color[i]) for i in pattern.ravel())

@@ -66,3 +66,39 @@ def test_isp_run_on_a_tiny_image_is_one_line_and_exit_2(tmp_path, size):
 def test_a_sweep_of_tiny_patches_is_refused_at_planning():
     with pytest.raises(ParameterError, match=f"at least {MIN_SIDE}"):
         build_plan(load_profile("synthetic"), resolve_sources(["bundled:coffee"]), samples_per_source=2, patch=16)
+
+
+def _png_claiming(path, width, height):
+    """A 1x1 PNG whose header claims width x height (its IDAT is not that big: only the header
+    may be read before the budget refuses it)."""
+    import struct
+    import zlib
+
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def test_an_image_over_the_pixel_budget_is_refused_from_its_header(tmp_path, monkeypatch):
+    big = tmp_path / "big.png"
+    _png_claiming(big, 12000, 12000)  # 144 MP: over the default 64 MP budget
+    with pytest.raises(InputError, match=r"12000x12000 \(144,000,000 pixels\) is over the pixel budget of 64,000,000"):
+        load_input(big)
+    monkeypatch.setenv("HIL_TUNE_MAX_PIXELS", "1000000000")  # past ours, Pillow's own guard speaks
+    bomb = tmp_path / "bomb.png"
+    _png_claiming(bomb, 30000, 30000)
+    with pytest.raises(InputError, match=r"bomb\.png: Image size"):
+        load_input(bomb)
+    monkeypatch.setenv("HIL_TUNE_MAX_PIXELS", "500")
+    small = tmp_path / "small.png"
+    Image.new("RGB", (32, 32)).save(small)
+    with pytest.raises(InputError, match=r"\(1,024 pixels\) is over the pixel budget of 500"):
+        load_input(small)
+    monkeypatch.delenv("HIL_TUNE_MAX_PIXELS")
+    res = subprocess.run(
+        [sys.executable, "-m", "hil_tune.cli", "isp", "run", str(big), "--out", str(tmp_path / "o.png")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 2 and "pixel budget" in res.stderr and "Traceback" not in res.stderr, res.stderr
