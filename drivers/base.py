@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -23,6 +24,7 @@ import numpy as np
 from hil_tune.drivers.errors import (
     DeviceError,
     DeviceTimeout,
+    DriverOptionError,
     ParameterRejected,
     VerifyError,
 )
@@ -118,6 +120,8 @@ class Driver(ABC):
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         self.space: ParamSpace = self.profile.space
         self.timeout = float(timeout)
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise DriverOptionError(f"timeout {timeout}: must be a finite number of seconds above 0")
         self._is_open = False
         self._seq = 0  # host count of parameter changes
         self._settled_tag: int | None = None  # device tag of the latest change, on tagging devices

@@ -41,6 +41,11 @@ class ParameterRejected(DeviceError, ParameterError):
     """A value is outside the profile, or the device refused it. Nothing was applied."""
 
 
+class DriverOptionError(HilTuneError, ValueError):
+    """A driver was opened with an option it cannot take (a timeout of 0, an unknown firmware):
+    the user's input, named, before anything reaches a device."""
+
+
 class VerifyError(DeviceError):
     """Read-back after a write disagrees with what was written; the write was rolled back."""
 

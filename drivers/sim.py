@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hil_tune.drivers.base import DEFAULT_TIMEOUT_S, Deadline, DeviceInfo, Driver, Grab
+from hil_tune.drivers.errors import DriverOptionError
 from hil_tune.drivers.scene import sensor_frame
 from hil_tune.isp.foreign import FIRMWARES, isp_for
 from hil_tune.isp.pipeline import SyntheticISP
@@ -48,13 +49,13 @@ class SimDriver(Driver):
     ) -> None:
         super().__init__(profile, timeout=timeout)
         if latency_s < 0 or settle_frames < 0:
-            raise ValueError("latency_s and settle_frames must be >= 0")
+            raise DriverOptionError("latency_s and settle_frames must be >= 0")
         self.sensor, self.sensor_size, self.seed = sensor, sensor_size, seed
         self.latency_s, self.settle_frames, self.frame_tags = latency_s, settle_frames, frame_tags
         self.serial_number = device or "sim-0"
         self._power_on, _ = self.space.validate(power_on or {})
         if firmware not in FIRMWARES:
-            raise ValueError(f"unknown firmware {firmware!r}; known: {', '.join(FIRMWARES)}")
+            raise DriverOptionError(f"unknown firmware {firmware!r}; known: {', '.join(FIRMWARES)}")
         self.firmware = firmware
         self._isp: SyntheticISP | None = None
         self._scene: RawFrame | None = None

@@ -122,7 +122,9 @@ class ParamSpec(BaseModel):
             if value not in self.choices:
                 raise ParameterError(f"{self.name}: {value!r} is not one of {', '.join(self.choices)}")
             return value, False
-        if isinstance(value, str | bool):
+        if isinstance(value, bool):  # JSON true is not 1.0: a typo, not a setting
+            raise ParameterError(f"{self.name}: {value!r} is a boolean, not a number")
+        if isinstance(value, str):
             try:
                 value = float(value)
             except ValueError:

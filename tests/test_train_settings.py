@@ -44,3 +44,23 @@ def test_a_foreign_checkpoint_is_refused_without_unsafe_advice(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"\x00garbage")
     with pytest.raises(checkpoint.CheckpointError, match="not a hil-tune checkpoint"):
         checkpoint.load(tmp_path / "model.pt")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(["--timeout", "0"], "timeout 0.0: must be a finite number of seconds above 0"),
+     (["--timeout", "-1"], "timeout -1.0: must be"), (["--timeout", "nan"], "timeout nan: must be"),
+     (["-o", "firmware=nope"], "unknown firmware 'nope'; known: synthetic, foreign")],
+)  # fmt: skip
+def test_a_bad_driver_option_is_one_line(args, says):
+    res = _cli("device", "set", "--driver", "sim", "--set", "gain-r=1.2", *args)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and says in res.stderr, res.stderr
+
+
+def test_json_true_is_not_taken_as_a_number(tmp_path):
+    (tmp_path / "p.json").write_text('{"gain-r": true}')
+    render = ["isp", "run", "bundled:coffee", "--out", str(tmp_path / "o.png")]
+    for args in (["device", "set", "--driver", "sim"], render):
+        res = _cli(*args, "--params", str(tmp_path / "p.json"))
+        assert res.returncode == 2 and "gain-r: True is a boolean, not a number" in res.stderr, res.stderr
+    assert not (tmp_path / "o.png").exists()
