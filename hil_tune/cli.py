@@ -17,6 +17,7 @@ from rich.table import Table
 
 from hil_tune import cli_capture, cli_devices, cli_live, cli_train
 from hil_tune.errors import HilTuneError, InputError, ProfileError
+from hil_tune.outputs import check_output
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Hardware-in-the-loop camera ISP tuning.")
 profile_app = typer.Typer(no_args_is_help=True, help="Inspect and check parameter-space profiles.")
@@ -122,6 +123,7 @@ def isp_run(
 
     profile = load_profile(profile_name)
     isp = SyntheticISP(profile)
+    check_output(out_path, "--out")
     requested: dict[str, object] = {}
     if params_file is not None:
         requested.update(_read_params_file(params_file))

@@ -186,7 +186,9 @@ def device_capture(
     from PIL import Image
 
     from hil_tune.inputs import load_input
+    from hil_tune.outputs import check_output
 
+    check_output(out_path, "--out")
     drv = make_driver(driver, profile, device, option, timeout)
     frame_in = load_input(raw, tone=drv.profile.pipeline.tone, gamma=drv.profile.pipeline.gamma) if raw else None
     with drv:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import TextColumn
 
 from hil_tune.errors import InputError
+from hil_tune.outputs import check_output
 
 out = Console()
 err = Console(stderr=True)
@@ -61,6 +62,7 @@ def train_proxy_cmd(
     lr = RECIPES[model]["lr"] if lr is None else lr
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device here")
+    check_output(out_dir, "--out", folder=True)
     if (out_dir / "checkpoint.pt").exists() and not resume:
         raise InputError(f"{out_dir} already holds a run: add --resume to continue it, or choose a new folder")
     os.environ["HIL_TUNE_DEVICE"] = device
@@ -110,6 +112,7 @@ def eval_proxy_cmd(
     if driver is not None:
         _, options = open_options(driver, None, option or [], 10.0)
     target = out_dir or run_dir / "report"
+    check_output(target, "--out", folder=True)
     with err.status("measuring the proxy against the device"):
         report = evaluate_proxy(run_dir, dataset, target, driver=driver, driver_options=options,
                                 sensitivity_points=points, rank_sets=rank_sets)  # fmt: skip
@@ -157,6 +160,7 @@ def train_predictor_cmd(
     from hil_tune.train.predictor_train import PredictorTrainConfig, train_predictor
     from hil_tune.ui import progress
 
+    check_output(out_dir, "--out", folder=True)
     if (out_dir / "checkpoint.pt").exists() and not resume:
         raise InputError(f"{out_dir} already holds a run: add --resume to continue it, or choose a new folder")
     cfg = PredictorTrainConfig(epochs=epochs, batch=batch, lr=lr, seed=seed, device=device, crop=crop,
@@ -220,6 +224,7 @@ def eval_predictor_cmd(
     from hil_tune.train.predictor_eval import evaluate_predictor, markdown
 
     target = out_dir or run_dir / "report"
+    check_output(target, "--out", folder=True)
     renderer = _renderer(run_dir, driver, device, option, timeout)
     try:
         with err.status("optimising the expert and oracle settings on the device (CMA-ES)"):
@@ -248,6 +253,9 @@ def predict_cmd(
 
     from hil_tune.train.predictor_eval import render_prediction
 
+    check_output(out_png, "--out")
+    if params_out is not None:
+        check_output(params_out, "--params-out")
     renderer = _renderer(run_dir, driver, device, option, timeout)
     try:
         params = render_prediction(run_dir, input_path, out_png, size or None, renderer=renderer)
@@ -279,6 +287,9 @@ def tune_cmd(
     from hil_tune.train.predictor_eval import run_firmware, tune_image
     from hil_tune.train.predictor_train import load_predictor
     from hil_tune.train.renderers import BuiltinRenderer
+
+    if params_out is not None:
+        check_output(params_out, "--out")
 
     if queries < 0:
         raise InputError(f"--queries {queries}: must be 0 or more")
