@@ -64,3 +64,22 @@ def test_json_true_is_not_taken_as_a_number(tmp_path):
         res = _cli(*args, "--params", str(tmp_path / "p.json"))
         assert res.returncode == 2 and "gain-r: True is a boolean, not a number" in res.stderr, res.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+def test_a_file_size_limit_during_training_is_one_line_and_leaves_no_temp_file(sweep, tmp_path):
+    """`ulimit -f` (or a full disk) while a checkpoint is written: exit 2 naming the file, and
+    no `.checkpoint.pt.PID.tmp` left behind."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    run = tmp_path / "run"
+    res = subprocess.run(
+        [sys.executable, "-m", "hil_tune.cli", "train", "proxy", str(sweep), "--out", str(run), "--epochs", "1",
+         "--width", "8", "--depth", "2"],
+        capture_output=True, text=True, timeout=300, preexec_fn=limit,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "cannot write" in res.stderr and "File too large" in res.stderr
+    assert not [p.name for p in run.rglob("*.tmp")]

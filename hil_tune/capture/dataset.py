@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from hil_tune.atomic import atomic_write as _atomic_write
+from hil_tune.atomic import fsync_dir
 from hil_tune.capture.plan import Plan
 from hil_tune.errors import HilTuneError
 from hil_tune.isp.foreign import FIRMWARES
@@ -51,26 +53,8 @@ class DatasetError(HilTuneError):
 # -- atomic files ------------------------------------------------------------------------------
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise DatasetError(f"cannot write {path}: {err.strerror or err}; nothing was changed") from None
+    _atomic_write(path, data, DatasetError)
 
 
 # -- samples -------------------------------------------------------------------------------------

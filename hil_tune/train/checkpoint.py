@@ -6,14 +6,15 @@ encoded parameter vector would silently mean something else.
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hil_tune.atomic import atomic_write
 from hil_tune.errors import HilTuneError
 from hil_tune.profiles import Profile
 
@@ -40,14 +41,14 @@ def encoding_of(profile: Profile) -> list[dict[str, Any]]:
 def save(path: Path, state: dict[str, Any], sidecar: dict[str, Any]) -> None:
     """Write weights and sidecar atomically (temp + rename), sidecar last: a reader that finds the
     sidecar finds complete weights."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    side = path.with_suffix(".json")
-    tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    tmp_side.write_text(json.dumps(sidecar, indent=2, default=str))
-    os.replace(tmp_side, side)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CheckpointError(f"cannot make {path.parent}: {err.strerror or err}") from None
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, buf.getvalue(), CheckpointError)
+    atomic_write(path.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str).encode(), CheckpointError)
 
 
 def load(path: Path, profile: Profile | None = None) -> tuple[dict[str, Any], dict[str, Any]]:

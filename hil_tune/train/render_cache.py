@@ -14,13 +14,14 @@ earlier method happened to render); `renders` counts what the ISP actually compu
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hil_tune.atomic import atomic_write
 from hil_tune.params import ParamDict
 from hil_tune.raw import RawFrame
 from hil_tune.train.renderers import Job, Renderer
@@ -70,10 +71,9 @@ class CachedRenderer:
     def _store(self, key: str, image: np.ndarray) -> None:
         self.memory[key] = image
         if self.folder is not None:
-            tmp = self.folder / f".{key}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, image, allow_pickle=False)
-            os.replace(tmp, self.folder / f"{key}.npy")
+            buf = io.BytesIO()
+            np.save(buf, image, allow_pickle=False)
+            atomic_write(self.folder / f"{key}.npy", buf.getvalue())
 
     def render(self, jobs: list[Job], names: list[str] | None = None) -> list[np.ndarray]:
         self.calls += len(jobs)
