@@ -397,6 +397,14 @@ class DatasetReader:
             except (tarfile.TarError, OSError):
                 continue
         self.indices = sorted(self._where)
+        if checked:  # a tar whose later header is damaged just ends early: count against the manifest
+            rows = self.folder.latest_rows().items()
+            lost = [i for i, r in rows if r.get("status") == "done" and i not in self._where]
+            if lost:
+                raise DatasetError(
+                    f"{self.folder.root}: sample {lost[0]} (of {len(lost)}) is in the manifest but in no readable "
+                    "file; run `hil-tune dataset verify`"
+                )
 
     def check_file(self, path: Path) -> None:
         """Check every sample this reader takes from `path` against its checksums (once)."""
