@@ -29,6 +29,8 @@ ParamDict = dict[str, ParamValue]
 # Grid values are rounded to this many decimals so that min + k * step is the same float whichever
 # way it was computed (0.1 * 3 is 0.30000000000000004, the grid value is 0.3).
 _DECIMALS = 9
+# Most grid steps a parameter may have: a grid index must fit the int32 a device register holds.
+MAX_GRID_STEPS = 2**31 - 2
 # Relative tolerance used to decide whether a value sits on the grid or a step divides the range.
 _GRID_TOL = 1e-6
 
@@ -60,7 +62,14 @@ class ParamSpec(BaseModel):
                 raise ValueError(f"min {self.min} > max {self.max}")
             if self.step <= 0:
                 raise ValueError(f"step {self.step} must be positive")
+            if not all(math.isfinite(v) for v in (self.min, self.max, self.step)):
+                raise ValueError("min, max and step must be finite numbers")
             steps = (self.max - self.min) / self.step
+            if steps > MAX_GRID_STEPS:
+                raise ValueError(
+                    f"{self.min}..{self.max} by {self.step} is {steps:.3g} steps; at most {MAX_GRID_STEPS:,} "
+                    "(grid indices are sampled, encoded and sent to devices as integers)"
+                )
             if abs(steps - round(steps)) > _GRID_TOL * max(1.0, steps):
                 raise ValueError(f"step {self.step} does not divide the range {self.min}..{self.max}")
             if isinstance(self.default, str):

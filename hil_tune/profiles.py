@@ -200,8 +200,12 @@ def _describe_loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
 
 def _problems(err: ValidationError, data: dict[str, Any]) -> list[str]:
     out: list[str] = []
-    for e in err.errors():
+    errors = err.errors()
+    item_failed = any(len(e["loc"]) > 1 and e["loc"][0] == "params" for e in errors)
+    for e in errors:
         loc = tuple(e["loc"])
+        if item_failed and loc == ("params",) and e["type"] == "too_short":
+            continue  # "no parameters left" only echoes the parameter that failed
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             out.append(f"{_describe_loc(loc[:-1], data) or 'top level'}: unknown key {loc[-1]!r}")

@@ -138,3 +138,15 @@ def test_cli_profile_validate_exit_codes(tmp_path):
     assert len(lines) == 2  # one line per problem: min > max, duplicate name
     assert all(str(bad) in ln for ln in lines)
     assert "Traceback" not in res.stderr
+
+
+def test_a_grid_with_more_steps_than_a_register_holds_is_one_clear_problem(tmp_path):
+    path = tmp_path / "huge.toml"
+    path.write_text('name = "huge"\n[[params]]\nname = "x"\ngroup = "g"\nkind = "grid"\n'
+                    "min = 0.0\nmax = 1e300\nstep = 1.0\ndefault = 1.0\n")  # fmt: skip
+    with pytest.raises(ProfileError) as err:
+        load_profile(path)
+    assert err.value.problems == [
+        "params[0] (x): 0.0..1e+300 by 1.0 is 1e+300 steps; at most 2,147,483,646 "
+        "(grid indices are sampled, encoded and sent to devices as integers)"
+    ]
