@@ -83,3 +83,31 @@ def test_a_file_size_limit_during_training_is_one_line_and_leaves_no_temp_file(s
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr and "cannot write" in res.stderr and "File too large" in res.stderr
     assert not [p.name for p in run.rglob("*.tmp")]
+
+
+def test_an_empty_split_is_one_line_for_training_and_for_evaluation(sweep, tmp_path):
+    """All samples held out leaves nothing to train on; nothing held out (a tiny sweep) leaves
+    nothing to evaluate on: each is one error naming why; from the CLI, exit 2."""
+    from hil_tune.capture.dataset import DatasetReader
+    from hil_tune.models.proxy import ProxyConfig
+    from hil_tune.train.proxy_train import TrainConfig, train_proxy
+
+    profile = DatasetReader(sweep).plan.load_profile()
+    with pytest.raises(checkpoint.TrainSettingError, match="no training samples left after the split"):
+        train_proxy(sweep, tmp_path / "all-held", profile, ProxyConfig(width=8, depth=2),
+                    TrainConfig(epochs=1, val_sources=0.0, val_params=1.0))  # fmt: skip
+    from capture_helpers import fast_profile
+
+    from hil_tune.capture.dataset import DatasetFolder
+    from hil_tune.capture.loop import CaptureSettings, run_capture
+    from hil_tune.capture.plan import build_plan
+    from hil_tune.capture.sources import resolve_sources
+
+    one = DatasetFolder(tmp_path / "one-photo")  # one photo: no photo can be held out
+    one.create(build_plan(profile, resolve_sources(["bundled:coffee"]), samples_per_source=4, patch=32, region="fast"))
+    run_capture(one.root, CaptureSettings("sim", {"sensor_size": 32}, profile=str(fast_profile(tmp_path))))
+    run = tmp_path / "none-held"
+    train_proxy(one.root, run, profile, ProxyConfig(width=8, depth=2),
+                TrainConfig(epochs=1, val_params=0.0, probe_steps=4))  # fmt: skip
+    res = _cli("eval", "proxy", str(run), str(one.root))
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "nothing unseen to evaluate on" in res.stderr

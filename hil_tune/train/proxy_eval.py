@@ -30,6 +30,7 @@ from skimage.metrics import structural_similarity
 
 from hil_tune.drivers.base import Driver
 from hil_tune.drivers.registry import create_driver
+from hil_tune.errors import InputError
 from hil_tune.models.isp_blocks import CFAS
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
@@ -93,6 +94,11 @@ def evaluate_proxy(
         note = "held-out split of the training dataset"
     cfg = TrainConfig(**side["train"])
     split = make_split(ds, cfg)
+    if not (split.val_sources or split.val_params):
+        raise InputError(
+            f"{dataset}: the run's split holds no sample out ({len(ds)} samples, "
+            f"val-sources {cfg.val_sources}, val-params {cfg.val_params}): nothing unseen to evaluate on"
+        )
     proxy = ProxyRunner(model, profile)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"run": str(run_dir), "model": side["model"], "dataset": str(dataset), "note": note}

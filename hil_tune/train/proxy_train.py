@@ -77,7 +77,7 @@ def make_split(ds: SweepDataset, cfg: TrainConfig) -> Split:
         else:
             train.append(pos)
     if not train:
-        raise ValueError("no training samples left after the split; capture more samples or sources")
+        raise checkpoint.TrainSettingError("no training samples left after the split; capture more samples or sources")
     return Split(train, v_src, v_par, sorted(val_src))
 
 
@@ -124,7 +124,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.RMSprop(param_groups(model, cfg))
     if cfg.optimizer == "adam":
         return torch.optim.Adam(param_groups(model, cfg))
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (rmsprop, adam)")
+    raise checkpoint.TrainSettingError(f"unknown optimizer {cfg.optimizer!r} (rmsprop, adam)")
 
 
 def probe_structure(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
