@@ -137,6 +137,13 @@ def dataset_info_cmd(
     out.print(
         f"[bold]{info['path']}[/]: {counts}; profile {info['profile']}, region {info['region']}, seed {info['seed']}"
     )
+    if info["missing"]:
+        err.print(
+            f"[yellow]warning[/]: {len(info['missing'])} sample(s) the manifest marks done are in no readable file "
+            f"(first: {info['missing'][0]}); run `hil-tune dataset verify`, then `capture --resume` to redo them",
+            highlight=False,
+            soft_wrap=True,
+        )
     t = Table("source", "samples")
     for s, n in info["sources"].items():
         t.add_row(s, str(n))

@@ -221,3 +221,16 @@ def test_an_edited_json_member_and_an_edited_plan_fail_verify(dataset, tmp_path)
     res = cli("dataset", "verify", str(copy))
     assert res.returncode != 0 and "does not match its recorded hash" in res.stdout + res.stderr
     assert io  # imported for symmetry with the hostile-names test
+
+
+def test_info_names_samples_a_missing_shard_held(dataset, tmp_path):
+    import shutil
+
+    copy = tmp_path / "ds"
+    shutil.copytree(dataset, copy)
+    (copy / "shards" / "00001.tar").unlink()  # samples 5-9
+    res = cli("dataset", "info", str(copy), "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["missing"] == [5, 6, 7, 8, 9], res.stderr
+    text = cli("dataset", "info", str(copy))
+    assert "5 sample(s) the manifest marks done are in no readable file" in text.stderr
+    assert "Traceback" not in text.stderr

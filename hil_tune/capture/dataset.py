@@ -398,13 +398,17 @@ class DatasetReader:
                 continue
         self.indices = sorted(self._where)
         if checked:  # a tar whose later header is damaged just ends early: count against the manifest
-            rows = self.folder.latest_rows().items()
-            lost = [i for i, r in rows if r.get("status") == "done" and i not in self._where]
+            lost = self.missing()
             if lost:
                 raise DatasetError(
                     f"{self.folder.root}: sample {lost[0]} (of {len(lost)}) is in the manifest but in no readable "
                     "file; run `hil-tune dataset verify`"
                 )
+
+    def missing(self) -> list[int]:
+        """Samples the manifest marks done that no readable file holds (a shard deleted or damaged)."""
+        rows = self.folder.latest_rows().items()
+        return sorted(i for i, r in rows if r.get("status") == "done" and i not in self._where)
 
     def check_file(self, path: Path) -> None:
         """Check every sample this reader takes from `path` against its checksums (once)."""

@@ -42,6 +42,8 @@ def dataset_info(reader: DatasetReader) -> dict[str, Any]:
         "planned": len(plan.rows),
         "written": len(written),
         "failed": {str(i): r.get("error", "") for i, r in reader.failed().items()},
+        # done in the manifest, held by no readable file: a shard deleted or damaged
+        "missing": reader.missing(),
         "sources": per_source,
         "coverage_encoded": coverage,
         "clipped_share": {
