@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from hil_tune.drivers.base import Driver, Frame
-from hil_tune.drivers.errors import DeviceError, DeviceNotFound
+from hil_tune.drivers.errors import DeviceError
+from hil_tune.drivers.reconnect import Backoff, transient
 from hil_tune.errors import ParameterError
 from hil_tune.models.predictor import for_latency, input_side
 from hil_tune.params import ParamDict
@@ -358,18 +359,19 @@ class LiveLoop:
         t = time.perf_counter()
         pusher.wait()
         pusher.drain()
+        policy = Backoff(self.s.reconnect_attempts, self.s.backoff_s, cap_s=2.0)  # frames wait: a short cap
         for attempt in range(self.s.reconnect_attempts):
             if self.stop.is_set():
                 break
             try:
-                with self.lock:
+                with self.lock:  # the frame thread must not use the link while it is replaced
                     self.driver.reconnect()
                 summary.reconnects += 1
                 break
             except DeviceError as again:
-                if not (again.recoverable or isinstance(again, DeviceNotFound)):
+                if not transient(again):
                     raise
-                time.sleep(min(self.s.backoff_s * 2**attempt, 2.0))
+                time.sleep(policy.delay(attempt))
         else:
             raise err
         gap = time.perf_counter() - t

@@ -23,7 +23,8 @@ from hil_tune.capture.dataset import DatasetFolder, Sample, atomic_write, encode
 from hil_tune.capture.plan import Plan, PlanRow
 from hil_tune.capture.sources import Source, load_source
 from hil_tune.drivers.base import Driver, Frame
-from hil_tune.drivers.errors import DeviceError, DeviceNotFound
+from hil_tune.drivers.errors import DeviceError
+from hil_tune.drivers.reconnect import Backoff, RetriesExhaustedError, with_reconnect
 from hil_tune.drivers.registry import create_driver
 from hil_tune.errors import HilTuneError
 from hil_tune.profiles import Profile, load_profile
@@ -130,24 +131,19 @@ class SampleTaker:
     def _settled_frame(self, row: PlanRow, patch: RawFrame | None) -> tuple[Frame | None, float, int, str]:
         """Push and capture, reconnecting after a transient fault: (frame or None, device seconds,
         attempts, last error)."""
-        attempt = 0
-        while True:
-            try:
-                if not self.driver.is_open:
-                    self.driver.reconnect()  # finds the device again; frames made meanwhile are dropped
-                t = time.perf_counter()
-                self.driver.set_params(row.params, verify=True)
-                frame = self.driver.capture(patch, timeout=self.settings.timeout_s)
-                return frame, time.perf_counter() - t, attempt + 1, ""
-            except DeviceError as err:
-                error = f"{type(err).__name__}: {err}"
-                # Not found *while reconnecting* is a cable still out: worth the remaining attempts.
-                transient = err.recoverable or isinstance(err, DeviceNotFound)
-                if not transient or attempt == self.settings.retries:
-                    return None, 0.0, attempt + 1, error
-                self.driver.close()
-                time.sleep(min(self.settings.backoff_s * 2**attempt, 5.0))
-                attempt += 1
+
+        def push_and_capture() -> tuple[Frame, float]:
+            t = time.perf_counter()
+            self.driver.set_params(row.params, verify=True)
+            frame = self.driver.capture(patch, timeout=self.settings.timeout_s)
+            return frame, time.perf_counter() - t
+
+        policy = Backoff(self.settings.retries, self.settings.backoff_s)
+        try:
+            (frame, busy), attempts = with_reconnect(self.driver, push_and_capture, policy)
+        except RetriesExhaustedError as gave_up:
+            return None, 0.0, gave_up.attempts, str(gave_up)
+        return frame, busy, attempts, ""
 
     def _failed(self, row: PlanRow, error: str, attempts: int) -> dict[str, Any]:
         return {"index": row.index, "status": "failed", "source": row.source, "attempts": attempts, "error": error}

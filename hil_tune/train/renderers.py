@@ -11,14 +11,14 @@ backoff, then one clear error that names the image and the setting.
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
 
 from hil_tune.drivers.base import Driver
-from hil_tune.drivers.errors import DeviceError, DeviceNotFound
+from hil_tune.drivers.errors import DeviceError
+from hil_tune.drivers.reconnect import Backoff, RetriesExhaustedError, with_reconnect
 from hil_tune.drivers.registry import create_driver
 from hil_tune.errors import HilTuneError
 from hil_tune.isp.foreign import isp_for
@@ -135,25 +135,17 @@ class DeviceRenderer:
         reconnect and bounded retries on a transient fault."""
         if frame is not None and not self.raw_injection:
             raise HilTuneError(f"{self.info.driver}: this device cannot take an injected RAW frame ({name})")
-        attempt = 0
-        while True:
-            try:
-                if not self.driver.is_open:
-                    self.driver.reconnect()
-                out = self._once(frame, params)
-                self.calls += 1
-                return out
-            except DeviceError as err:
-                transient = err.recoverable or isinstance(err, DeviceNotFound)
-                if not transient or attempt >= self.retries:
-                    changed = {k: v for k, v in params.items() if self._held.get(k) != v}
-                    raise HilTuneError(
-                        f"{self.info.driver}: rendering {name} failed after {attempt + 1} attempt(s) "
-                        f"({type(err).__name__}: {err}); setting: {changed}"
-                    ) from err
-                self.driver.close()
-                time.sleep(min(self.backoff_s * 2**attempt, 5.0))
-                attempt += 1
+        try:
+            policy = Backoff(self.retries, self.backoff_s)
+            out, _ = with_reconnect(self.driver, lambda: self._once(frame, params), policy)
+        except RetriesExhaustedError as gave_up:
+            changed = {k: v for k, v in params.items() if self._held.get(k) != v}
+            raise HilTuneError(
+                f"{self.info.driver}: rendering {name} failed after {gave_up.attempts} attempt(s) "
+                f"({gave_up}); setting: {changed}"
+            ) from gave_up.cause
+        self.calls += 1
+        return out
 
     def render(self, jobs: list[Job], names: list[str] | None = None) -> list[np.ndarray]:
         labels = names or [f"job {k}" for k in range(len(jobs))]
