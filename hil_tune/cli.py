@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from hil_tune import cli_capture, cli_devices, cli_live, cli_train
-from hil_tune.errors import HilTuneError, InputError, ProfileError
+from hil_tune.cli_common import err, out, parse_sets, read_params_file
+from hil_tune.errors import HilTuneError, ProfileError
 from hil_tune.outputs import check_output
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Hardware-in-the-loop camera ISP tuning.")
@@ -31,8 +31,6 @@ cli_capture.register(app)
 cli_train.register(app)
 cli_live.register(app)
 
-out = Console()
-err = Console(stderr=True)
 _state = {"debug": False}
 
 
@@ -79,31 +77,6 @@ def profile_validate(path: Annotated[Path, typer.Argument(help="Profile file to 
 # -- isp ---------------------------------------------------------------------------------------------
 
 
-def _parse_sets(pairs: list[str]) -> dict[str, object]:
-    values: dict[str, object] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name:
-            raise InputError(f"--set {pair!r}: expected NAME=VALUE")
-        try:
-            values[name.strip()] = float(raw)
-        except ValueError:
-            values[name.strip()] = raw.strip()
-    return values
-
-
-def _read_params_file(path: Path) -> dict[str, object]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not a JSON parameter file ({e})") from None
-    if not isinstance(data, dict):
-        raise InputError(f'{path}: expected a JSON object {{"name": value}}')
-    return data
-
-
 @isp_app.command("run")
 def isp_run(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="RAW file, or an sRGB image to unprocess.")],
@@ -126,8 +99,8 @@ def isp_run(
     check_output(out_path, "--out")
     requested: dict[str, object] = {}
     if params_file is not None:
-        requested.update(_read_params_file(params_file))
-    requested.update(_parse_sets(sets or []))
+        requested.update(read_params_file(params_file))
+    requested.update(parse_sets(sets or []))
     params, warnings = isp.resolve(requested)
     for w in warnings:
         err.print(f"[yellow]warning:[/] {w}")

@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import TextColumn
 from rich.table import Table
 
+from hil_tune.cli_common import driver_profile, err, open_options, out
 from hil_tune.errors import HilTuneError, InputError
 
-out = Console()
-err = Console(stderr=True)
 dataset_app = typer.Typer(no_args_is_help=True, help="Inspect, check and preview sweep datasets.")
 
 
@@ -57,7 +55,6 @@ def capture(
     from hil_tune.capture.loop import CaptureSettings, run_capture
     from hil_tune.capture.plan import Plan, build_plan, read_around
     from hil_tune.capture.sources import resolve_sources
-    from hil_tune.cli_devices import driver_profile, open_options
     from hil_tune.ui import progress
 
     cls, options = open_options(driver, device, option or [], 10.0)

@@ -6,7 +6,6 @@ call the driver library, print.
 
 from __future__ import annotations
 
-import inspect
 import json
 import signal
 import threading
@@ -15,14 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from hil_tune.cli_common import err, make_driver, out, parse_sets, read_params_file
 from hil_tune.errors import InputError
-from hil_tune.profiles import Profile, load_profile
-
-out = Console()
-err = Console(stderr=True)
 
 device_app = typer.Typer(no_args_is_help=True, help="Talk to one device: describe, get, set, capture.")
 emulate_app = typer.Typer(no_args_is_help=True, help="Run an emulated board for tests, demos and bench dry-runs.")
@@ -32,49 +27,6 @@ ProfileOpt = Annotated[str | None, typer.Option("--profile", help="Profile name 
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="Port, serial number or index, per driver.")]
 OptionOpt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Driver option KEY=VALUE, repeatable.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds for each device call.")]
-
-
-def _coerce(value: str, default: object) -> object:
-    if isinstance(default, bool):
-        if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-            raise InputError(f"option value {value!r} is not a boolean")
-        return value.lower() in ("1", "true", "yes")
-    for kind in (int, float):
-        if isinstance(default, kind):
-            try:
-                return kind(value)
-            except ValueError:
-                raise InputError(f"option value {value!r} is not {kind.__name__}") from None
-    return value
-
-
-def open_options(name: str, device: str | None, pairs: list[str], timeout: float) -> tuple[Any, dict[str, Any]]:
-    """The driver class and its keyword options, typed after the driver's own signature."""
-    from hil_tune.drivers.registry import driver_class
-
-    cls = driver_class(name)
-    params = inspect.signature(cls).parameters
-    options: dict[str, Any] = {"timeout": timeout}
-    if device is not None:
-        options["device"] = device
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.replace("-", "_")
-        if not sep or key not in params or key == "profile":
-            known = ", ".join(p for p in params if p != "profile")
-            raise InputError(f"--option {pair!r}: expected KEY=VALUE with KEY one of {known}")
-        options[key] = _coerce(value, params[key].default)
-    return cls, options
-
-
-def driver_profile(cls: Any, profile: str | None) -> Profile:
-    """The profile asked for, or the one the driver is made for (its constructor's default)."""
-    return load_profile(profile or inspect.signature(cls).parameters["profile"].default)
-
-
-def make_driver(name: str, profile: str | None, device: str | None, pairs: list[str] | None, timeout: float) -> Any:
-    cls, options = open_options(name, device, pairs or [], timeout)
-    return cls(driver_profile(cls, profile), **options)
 
 
 def register(app: typer.Typer) -> None:
@@ -159,12 +111,11 @@ def device_set(
     profile: ProfileOpt = None, device: DeviceOpt = None, option: OptionOpt = None, timeout: TimeoutOpt = 5.0,
 ) -> None:  # fmt: skip
     """Validate, snap to the grid, write (only what changed), read back. Prints what the device holds."""
-    from hil_tune.cli import _parse_sets, _read_params_file
 
     requested: dict[str, object] = {}
     if params_file is not None:
-        requested.update(_read_params_file(params_file))
-    requested.update(_parse_sets(sets or []))
+        requested.update(read_params_file(params_file))
+    requested.update(parse_sets(sets or []))
     if not requested:
         raise InputError("nothing to set: give --set NAME=VALUE or --params FILE")
     drv = make_driver(driver, profile, device, option, timeout)

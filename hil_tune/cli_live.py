@@ -8,13 +8,10 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
 
+from hil_tune.cli_common import driver_profile, err, open_options, out
 from hil_tune.errors import InputError
 from hil_tune.ui import frame_strip, live_label
-
-out = Console()
-err = Console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -42,7 +39,6 @@ def live(
     """Capture, predict, push the changed parameters; restore the device's own settings on exit."""
     import threading
 
-    from hil_tune.cli_devices import driver_profile, open_options
     from hil_tune.live import LiveLoop, LiveSettings
     from hil_tune.train.predictor_train import load_predictor
 

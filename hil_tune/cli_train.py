@@ -6,14 +6,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import TextColumn
 
+from hil_tune.cli_common import err, open_options, out
 from hil_tune.errors import InputError
 from hil_tune.outputs import check_output
 
-out = Console()
-err = Console(stderr=True)
 train_app = typer.Typer(no_args_is_help=True, help="Train the ISP proxy or the per-image parameter predictor.")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure trained models against the real ISP.")
 
@@ -105,7 +103,6 @@ def eval_proxy_cmd(
     rank_sets: Annotated[int, typer.Option("--rank-sets", help="Parameter sets per image for Spearman.")] = 12,
 ) -> None:
     """Fidelity report of a proxy against the device: PSNR/SSIM, sensitivity, Spearman, figures."""
-    from hil_tune.cli_devices import open_options
     from hil_tune.train.proxy_eval import evaluate_proxy
 
     options: dict = {}
@@ -196,7 +193,6 @@ def _renderer(run_dir: Path, driver: str | None, device: str | None, pairs: list
         if device or pairs:
             raise InputError("--device and --option need --driver")
         return None
-    from hil_tune.cli_devices import open_options
     from hil_tune.train.predictor_train import load_predictor
     from hil_tune.train.renderers import DeviceRenderer
 
