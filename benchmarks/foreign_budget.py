@@ -26,6 +26,7 @@ from hil_tune.isp.denoise import denoise_mosaic
 from hil_tune.isp.foreign import ForeignISP
 from hil_tune.isp.sharpen import unsharp_mask
 from hil_tune.isp.tone import tone_uint8
+from hil_tune.metrics import psnr
 from hil_tune.profiles import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,11 +71,6 @@ SWAPS = ("denoise: BM3D", "demosaic: Malvar", "order: gains before the matrix", 
          "tone: sRGB", "compression: none")  # fmt: skip
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255**2 / max(mse, 1e-10))
-
-
 def main() -> int:
     profile = load_profile("synthetic")
     device = ForeignISP(profile)
@@ -90,8 +86,8 @@ def main() -> int:
         for params in profile.space.sample_params(10, seed=k, region=region):
             target = device.run_frame(frame, params)
             for name, isp in swapped.items():
-                figures[name].append(psnr(isp.run_frame(frame, params), target))
-            figures["all of them (the synthetic ISP)"].append(psnr(synthetic.run_frame(frame, params), target))
+                figures[name].append(psnr(isp.run_frame(frame, params), target, 255))
+            figures["all of them (the synthetic ISP)"].append(psnr(synthetic.run_frame(frame, params), target, 255))
     table = {
         name: {"mean_db": round(float(np.mean(v)), 2), "worst5_db": round(float(np.percentile(v, 5)), 2), "n": len(v)}
         for name, v in figures.items()

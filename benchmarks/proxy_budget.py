@@ -26,6 +26,7 @@ from provenance import header
 
 from hil_tune.capture.dataset import DatasetFolder
 from hil_tune.isp import SyntheticISP
+from hil_tune.metrics import psnr
 from hil_tune.models import isp_blocks as blocks
 from hil_tune.raw import CFA_PATTERNS
 from hil_tune.train.data import SweepDataset
@@ -33,11 +34,6 @@ from hil_tune.train.proxy_train import TrainConfig, load_proxy, make_split
 from hil_tune.ui import progress
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return 10 * np.log10(peak**2 / max(mse, 1e-12))
 
 
 def hwc(t: torch.Tensor) -> np.ndarray:

@@ -29,6 +29,7 @@ from hil_tune.capture.dataset import DatasetReader
 from hil_tune.capture.sources import Source, load_source, photo_of, resolve_sources, source_from_id
 from hil_tune.errors import InputError
 from hil_tune.isp.denoise import check_size
+from hil_tune.metrics import psnr
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
 from hil_tune.raw import RawFrame, pack4
@@ -56,9 +57,8 @@ def run_firmware(side: dict[str, Any]) -> str:
 
 def score(output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     a, b = output.astype(np.float64) / 255, reference.astype(np.float64) / 255
-    mse = float(np.mean((a - b) ** 2))
     s = float(structural_similarity(a, b, channel_axis=-1, data_range=1.0))
-    return {"psnr": 10 * np.log10(1 / max(mse, 1e-10)), "ssim": s, "loss": float(np.abs(a - b).mean()) + 1 - s}
+    return {"psnr": psnr(a, b), "ssim": s, "loss": float(np.abs(a - b).mean()) + 1 - s}
 
 
 def optimise(

@@ -31,17 +31,13 @@ from skimage.metrics import structural_similarity
 from hil_tune.drivers.base import Driver
 from hil_tune.drivers.registry import create_driver
 from hil_tune.errors import InputError
+from hil_tune.metrics import psnr
 from hil_tune.models.isp_blocks import CFAS
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
 from hil_tune.raw import RawFrame
 from hil_tune.train.data import SweepDataset
 from hil_tune.train.proxy_train import TrainConfig, dataset_id, load_proxy, make_split
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(1 / max(mse, 1e-10))
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
@@ -112,7 +108,7 @@ def evaluate_proxy(
             sample = ds.reader.sample(ds.indices[pos])
             pred = proxy(sample.frame(), [sample.meta["params_applied"]])[0]
             target = sample.output.astype(np.float32) / 255
-            psnrs.append(_psnr(pred, target))
+            psnrs.append(psnr(pred, target))
             ssims.append(float(structural_similarity(pred, target, channel_axis=-1, data_range=1.0)))
             if len(shown) < 4:
                 shown.append((f"#{sample.index} {pred.shape[1]}px", target, pred))
@@ -147,7 +143,7 @@ def evaluate_proxy(
                 "values": values,
                 "device_mean": [float(d.mean()) for d in dev],
                 "proxy_mean": [float(q.mean()) for q in prx],
-                "psnr": [_psnr(q, d) for q, d in zip(prx, dev, strict=True)],
+                "psnr": [psnr(q, d) for q, d in zip(prx, dev, strict=True)],
             }
         report["sensitivity"] = curves
 

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from hil_tune.capture.sources import photo_of
+from hil_tune.metrics import psnr_batch
 from hil_tune.models.proxy import STRUCTURE, ProxyConfig, build_proxy
 from hil_tune.profiles import Profile
 from hil_tune.train import checkpoint
@@ -81,19 +82,13 @@ def make_split(ds: SweepDataset, cfg: TrainConfig) -> Split:
     return Split(train, v_src, v_par, sorted(val_src))
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample PSNR in dB of images in [0, 1] (prediction clipped, as the device's output is)."""
-    mse = ((pred.clamp(0, 1) - target) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(1 / mse.clamp(min=1e-10))
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> float | None:
     model.eval()
     values = []
     for batch in loader:
         pred = model(batch["mosaic"].to(device), batch["cfa"].to(device), batch["encoded"].to(device))
-        values.append(psnr(pred, batch["output"].to(device)).cpu())
+        values.append(psnr_batch(pred, batch["output"].to(device)).cpu())
     model.train()
     return float(torch.cat(values).mean()) if values else None
 
