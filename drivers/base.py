@@ -182,6 +182,11 @@ class Driver(ABC):
         """What the device holds, as of the last read-back (no I/O)."""
         return dict(self._applied)
 
+    def link_bytes(self) -> int | None:
+        """Bytes moved over the device link so far (both ways), for the live loop's cost per
+        push; None where the transport does not count them."""
+        return None
+
     def open(self) -> Self:
         if self._is_open:
             return self

@@ -127,6 +127,10 @@ class RegisterDriver(Driver):
             raise ProtocolError(f"{self.name}: link is not open")
         return self._link
 
+    def link_bytes(self) -> int | None:
+        link = self._link
+        return None if link is None else int(link.tx_bytes + link.rx_bytes)
+
     def _connect(self, deadline: Deadline) -> None:
         self._link = self._open_link(deadline)
         try:
