@@ -154,28 +154,50 @@ class PushResult:
 
 
 class Pusher:
-    """One push at a time on its own thread; an offer while busy is refused (skipped), not queued."""
+    """One push at a time on one long-lived thread; an offer while busy is refused (skipped), not
+    queued. One condition guards the whole state (busy, the pending push, the results), so an
+    offer, the push's end and `wait` can never disagree about whether a push is in flight."""
 
     def __init__(self, driver: Driver, lock: threading.Lock) -> None:
         self.driver, self.lock = driver, lock
-        self._busy = threading.Event()
+        self._cond = threading.Condition()
+        self._pending: tuple[ParamDict, float] | None = None
+        self._busy = False
+        self._closed = False
         self.done: list[PushResult] = []
-        self._done_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="hil-tune-pusher", daemon=True)
+        self._thread.start()
 
     @property
     def busy(self) -> bool:
-        return self._busy.is_set()
+        with self._cond:
+            return self._busy
 
     def offer(self, delta: ParamDict, since: float | None = None) -> bool:
         """Start pushing `delta` unless a push is in flight; `since` is when its frame was in hand."""
-        if self._busy.is_set():
-            return False
-        self._busy.set()
-        start = time.perf_counter() if since is None else since
-        threading.Thread(target=self._push, args=(delta, start), daemon=True).start()
+        with self._cond:
+            if self._busy or self._closed:
+                return False
+            self._busy = True
+            self._pending = (delta, time.perf_counter() if since is None else since)
+            self._cond.notify_all()
         return True
 
-    def _push(self, delta: ParamDict, since: float) -> None:
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None or self._closed)
+                if self._pending is None:
+                    return
+                delta, since = self._pending
+                self._pending = None
+            result = self._push(delta, since)
+            with self._cond:
+                self.done.append(result)
+                self._busy = False
+                self._cond.notify_all()
+
+    def _push(self, delta: ParamDict, since: float) -> PushResult:
         t = time.perf_counter()
         error, nbytes = None, None
         try:
@@ -189,21 +211,24 @@ class Pusher:
                 nbytes = None if before is None or after is None else after - before
         except Exception as err:  # a device fault, or a bug: reported, and the pusher stays usable
             error = f"{type(err).__name__}: {err}"
-        finally:
-            end = time.perf_counter()
-            with self._done_lock:
-                self.done.append(PushResult(delta, (end - t) * 1000, error, nbytes, (end - since) * 1000))
-            self._busy.clear()
+        end = time.perf_counter()
+        return PushResult(delta, (end - t) * 1000, error, nbytes, (end - since) * 1000)
 
     def drain(self) -> list[PushResult]:
-        with self._done_lock:
+        with self._cond:
             out, self.done = self.done, []
         return out
 
-    def wait(self, timeout: float = 5.0) -> None:
-        end = time.monotonic() + timeout
-        while self._busy.is_set() and time.monotonic() < end:
-            time.sleep(0.001)
+    def wait(self, timeout: float = 5.0) -> bool:
+        """Until no push is in flight; False when one still is after `timeout` seconds."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._busy, timeout)
+
+    def close(self) -> None:
+        """Stop the thread once the push in flight (if any) ends."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
 
 class LiveLoop:
@@ -335,7 +360,9 @@ class LiveLoop:
                 summary.frames += 1
         finally:
             summary.seconds = time.perf_counter() - start
-            pusher.wait()
+            if not pusher.wait():
+                summary.push_errors += 1  # a push that never returned: its device call is hung
+            pusher.close()
             for result in pusher.drain():  # the last push, still in flight when the loop ended
                 record_latency(result)
             self._restore(original)
@@ -360,7 +387,8 @@ class LiveLoop:
         summary = self.summary
         summary.faults += 1
         t = time.perf_counter()
-        pusher.wait()
+        if not pusher.wait():
+            summary.push_errors += 1  # still in flight on the faulted link: its result is lost
         pusher.drain()
         policy = Backoff(self.s.reconnect_attempts, self.s.backoff_s, cap_s=2.0)  # frames wait: a short cap
         for attempt in range(self.s.reconnect_attempts):
