@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 from capture_helpers import BOARD_FAST, fast_sweep
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from plugins import install_plugin
@@ -24,7 +24,7 @@ from hil_tune.drivers.emulator import SerialEmulator
 from hil_tune.drivers.firmware import BoardFirmware
 from hil_tune.drivers.registry import create_driver
 from hil_tune.drivers.sim import SimDriver
-from hil_tune.errors import HilTuneError
+from hil_tune.errors import HilTuneError, InputError
 from hil_tune.isp import SyntheticISP
 from hil_tune.models.predictor import PredictorConfig
 from hil_tune.models.proxy import ProxyConfig
@@ -220,3 +220,21 @@ def test_refinement_never_pushes_outside_the_region(board_run, start, seed):
         assert np.all(u >= lower - 1e-9) and np.all(u <= upper + 1e-9)
     start_loss = score(SyntheticISP(prof).run_frame(frame, pushed[0]), ref)["loss"]
     assert loss <= start_loss
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(1, 64), st.integers(1, 64))
+def test_predict_on_any_size_renders_or_is_refused_with_a_reason(board_run, tmp_path_factory, h, w):
+    """Random input sizes from 1 to 64 pixels through `predict`: a render of the input's (even)
+    size, or one InputError naming the size; never a crash."""
+    tmp, _, _ = board_run
+    path = tmp_path_factory.mktemp("psize") / "img.png"
+    Image.fromarray(np.random.default_rng(h * 100 + w).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+    out = path.with_name("out.png")
+    try:
+        render_prediction(tmp / "pred", str(path), out)
+    except InputError as err:
+        assert "smaller than" in str(err) or "too small" in str(err) or "must be even" in str(err), err
+        assert not out.exists()
+        return
+    assert np.asarray(Image.open(out)).shape == (h // 2 * 2, w // 2 * 2, 3)

@@ -102,3 +102,32 @@ def test_an_image_over_the_pixel_budget_is_refused_from_its_header(tmp_path, mon
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert res.returncode == 2 and "pixel budget" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 64), st.integers(1, 64), st.integers(1, 64))
+def test_capture_on_any_size_sweeps_or_is_refused_with_a_reason(tmp_path_factory, h, w, patch):
+    """Random source and patch sizes from 1 to 64 pixels through planning and one captured sample:
+    a sample of the patch's size, or one clear error; never a crash."""
+    from capture_helpers import fast_profile
+
+    from hil_tune.capture.dataset import DatasetFolder, DatasetReader
+    from hil_tune.capture.loop import CaptureSettings, run_capture
+
+    tmp = tmp_path_factory.mktemp("csize")
+    path = tmp / "src.png"
+    Image.fromarray(np.random.default_rng(h * 100 + w).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+    prof_path = fast_profile(tmp)
+    try:
+        plan = build_plan(load_profile(prof_path), resolve_sources([str(path)]), samples_per_source=1,
+                          patch=patch, region="fast")  # fmt: skip
+    except (InputError, ParameterError) as err:
+        assert str(err) and "\n" not in str(err)
+        return
+    folder = DatasetFolder(tmp / "ds")
+    folder.create(plan)
+    result = run_capture(folder.root, CaptureSettings("sim", {"sensor_size": 32}, profile=str(prof_path)))
+    assert result.failed == {} and result.written == 1
+    _, _, ph, pw = plan.rows[0].patch  # a source smaller than the patch gives one smaller patch
+    assert (ph, pw) == (min(patch, h) // 2 * 2, min(patch, w) // 2 * 2)
+    assert DatasetReader(folder.root).sample(0, check=True).output.shape == (ph, pw, 3)

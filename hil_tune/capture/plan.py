@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from hil_tune.capture.sources import Source, load_source
 from hil_tune.errors import InputError, ParameterError
 from hil_tune.inputs import stable_seed
-from hil_tune.isp.denoise import MIN_SIDE
+from hil_tune.isp.denoise import MIN_SIDE, check_size
 from hil_tune.params import ParamDict, Region
 from hil_tune.profiles import Profile
 from hil_tune.raw import patches
@@ -144,6 +144,8 @@ def build_plan(
         else:
             frame = load_source(source, profile, seed)
             windows = [tuple(p.meta["crop"]) for p in patches(frame, patch)]  # type: ignore[misc]
+            # a source smaller than the patch gives one smaller patch: it must still be one the ISP takes
+            check_size(min(w[2] for w in windows), min(w[3] for w in windows), source.id)
             info = {"id": source.id, "kind": source.kind, "location": source.location, "draw": source.draw,
                     "shape": list(frame.shape), "cfa": frame.cfa, "patches": len(windows)}  # fmt: skip
         source_info.append(info)
