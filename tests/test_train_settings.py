@@ -111,3 +111,19 @@ def test_an_empty_split_is_one_line_for_training_and_for_evaluation(sweep, tmp_p
                 TrainConfig(epochs=1, val_params=0.0, probe_steps=4))  # fmt: skip
     res = _cli("eval", "proxy", str(run), str(one.root))
     assert res.returncode == 2 and "Traceback" not in res.stderr and "nothing unseen to evaluate on" in res.stderr
+
+
+def test_a_diverged_step_stops_training_before_it_touches_the_weights():
+    from hil_tune.errors import HilTuneError
+    from hil_tune.train.steps import DivergedError, descend
+
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    x = torch.ones(2, 3)
+    descend(opt, model(x).pow(2).mean(), 0)  # a sound step moves the weights
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(DivergedError, match="epoch 3: the loss became nan") as err:
+        descend(opt, model(x).mean() * float("nan"), 3)
+    assert isinstance(err.value, HilTuneError) and isinstance(err.value, FloatingPointError)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert all(torch.isfinite(v).all() for s in opt.state.values() for v in s.values() if torch.is_tensor(v))

@@ -7,7 +7,6 @@ stay out here too, so evaluation images are unseen by both networks.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from hil_tune.train.curves import plot_curves
 from hil_tune.train.data import SweepDataset
 from hil_tune.train.image_crops import ImageCrops
 from hil_tune.train.proxy_train import dataset_id, load_proxy
+from hil_tune.train.steps import descend
 from hil_tune.train.tasks import load_task
 
 
@@ -143,15 +143,11 @@ def train_predictor(
             u = model(batch["raw"].to(device))
             output = proxy(batch["mosaic"].to(device), batch["cfa"].to(device), u)
             loss = task.loss(output, batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"epoch {epoch}: the loss became {loss.item()}; lower --lr")
-            total += loss.item() * len(u)
+            value = descend(opt, loss, epoch)
+            total += value * len(u)
             seen += len(u)
             if on_batch:
-                on_batch(step + 1, len(loader), loss.item())
+                on_batch(step + 1, len(loader), value)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(seen, 1),
                                   "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
         model.eval()

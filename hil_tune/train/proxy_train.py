@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 import zlib
@@ -31,6 +30,7 @@ from hil_tune.profiles import Profile
 from hil_tune.train import checkpoint
 from hil_tune.train.curves import plot_curves
 from hil_tune.train.data import SweepDataset, split_by_source
+from hil_tune.train.steps import descend
 
 
 @dataclass
@@ -263,15 +263,11 @@ def train_proxy(
         for step, batch in enumerate(loader):
             pred = net(batch["mosaic"].to(device), batch["cfa"].to(device), batch["encoded"].to(device))
             loss = loss_fn(pred, batch["output"].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"epoch {epoch}: the loss became {loss.item()}; lower --lr")
-            total += loss.item() * len(pred)
+            value = descend(opt, loss, epoch, distributed=world > 1)
+            total += value * len(pred)
             seen += len(pred)
             if on_batch and rank == 0:
-                on_batch(step + 1, len(loader), loss.item())
+                on_batch(step + 1, len(loader), value)
         sched.step()
         seconds = time.perf_counter() - t0
         pruned = model.end_epoch(epoch) if hasattr(model, "end_epoch") else {}
