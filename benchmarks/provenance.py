@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 from datetime import UTC, datetime
+from pathlib import Path
 
 
 def header(
@@ -22,3 +23,12 @@ def header(
     if device is not None:
         machine += f", {device}"
     return {"benchmark": name, "date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine}
+
+
+def photo_dir() -> Path | None:
+    """The training photos: HIL_TUNE_PHOTO_DIR, else ../shared/data/photos beside the project; None
+    when neither is a folder (a benchmark that needs them says so)."""
+    env = os.environ.get("HIL_TUNE_PHOTO_DIR")
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
+    found = Path(env) if env else default
+    return found if found.is_dir() else None

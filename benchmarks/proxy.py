@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from provenance import header
+from provenance import header, photo_dir
 
 from hil_tune.capture.dataset import DatasetFolder
 from hil_tune.capture.loop import CaptureSettings, run_capture
@@ -39,13 +39,6 @@ from hil_tune.train.proxy_eval import evaluate_proxy
 from hil_tune.train.proxy_train import RECIPES, TrainConfig, train_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def photo_dir() -> Path | None:
-    env = os.environ.get("HIL_TUNE_PHOTO_DIR")
-    default = ROOT.parent / "shared" / "data" / "photos"
-    found = Path(env) if env else default
-    return found if found.is_dir() else None
 
 
 def config_for(firmware: str) -> dict:

@@ -1,0 +1,90 @@
+"""Where the predictor loses to the camera's own inverse: the ideal - predicted gap split by block.
+
+For every held-out image of the last `benchmarks/predictor.py` run, two swaps per parameter group
+of the profile (noise reduction, white balance, colour matrix, sharpening), each rendered on the
+real ISP: the predicted setting with that group taken from the ideal setting ("fix g"), and the
+ideal setting with that group taken from the prediction ("break g"). A group whose fix gains much
+and whose break costs much is where the predictor is wrong. Renders go through the benchmark's
+render cache, so only the swaps cost anything.
+Writes benchmarks/results/predictor_gap.json. Usage: python benchmarks/predictor_gap.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from provenance import header
+
+from hil_tune.capture.sources import load_source, resolve_sources
+from hil_tune.train.predictor_eval import ideal_candidates, run_firmware, score
+from hil_tune.train.predictor_train import load_predictor
+from hil_tune.train.render_cache import CachedRenderer
+from hil_tune.train.renderers import BuiltinRenderer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "predictor-scale")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predictor_gap.json")
+    args = ap.parse_args()
+    run = args.work / "predictor"
+    report = json.loads((run / "report" / "report.json").read_text())
+    _, side, profile = load_predictor(run)
+    lower, upper = np.asarray(side["region"]["lower"]), np.asarray(side["region"]["upper"])
+    size = report["size"]
+    groups: dict[str, list[str]] = {}
+    for spec in profile.space:
+        groups.setdefault(spec.group, []).append(spec.name)
+    isp = CachedRenderer(BuiltinRenderer(profile, run_firmware(side), os.cpu_count() or 1), args.work / "render-cache")
+    rows = []
+    try:
+        for r in report["per_image"]:
+            frame = load_source(resolve_sources([r["image"]])[0], profile, 0).center_crop(size, size)
+            ref = np.round(frame.reference * 255).astype(np.uint8)
+            candidates = ideal_candidates(profile, frame, lower, upper)
+            outs = isp.render([(frame, c) for c in candidates])
+            ideal = candidates[int(np.argmin([score(o, ref)["loss"] for o in outs]))]
+            predicted = r["predicted_params"]
+            variants = {"predicted": predicted, "ideal": ideal}
+            for g, names in groups.items():
+                variants[f"fix {g}"] = {**predicted, **{k: ideal[k] for k in names}}
+                variants[f"break {g}"] = {**ideal, **{k: predicted[k] for k in names}}
+            renders = isp.render([(frame, v) for v in variants.values()])
+            rows.append({"image": r["image"], **{k: score(o, ref) for k, o in zip(variants, renders, strict=True)}})
+    finally:
+        isp.close()
+    keys = [k for k in rows[0] if k != "image"]
+    mean = {k: {m: float(np.mean([row[k][m] for row in rows])) for m in ("psnr", "ssim", "loss")} for k in keys}
+    base, top = mean["predicted"]["psnr"], mean["ideal"]["psnr"]
+    out = {
+        **header("predictor_gap"),
+        "run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
+        "images": len(rows),
+        "size": size,
+        "groups": groups,
+        "mean": mean,
+        "gap_db": top - base,
+        "fix_gain_db": {g: mean[f"fix {g}"]["psnr"] - base for g in groups},
+        "break_cost_db": {g: top - mean[f"break {g}"]["psnr"] for g in groups},
+        "isp_renders": isp.renders,
+        "per_image": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"ideal - predicted: {out['gap_db']:.2f} dB PSNR over {len(rows)} images ({isp.renders} new renders)")
+    print(f"{'group':24} {'fix gains':>10} {'break costs':>12}")
+    for g in groups:
+        print(f"{g:24} {out['fix_gain_db'][g]:10.2f} {out['break_cost_db'][g]:12.2f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
