@@ -181,6 +181,10 @@ class Pusher:
             self._busy = True
             self._pending = (delta, time.perf_counter() if since is None else since)
             self._cond.notify_all()
+            # Hand over before returning: the push thread takes the driver lock first. Otherwise
+            # the frame thread keeps the GIL, takes the lock for its next capture, and the push
+            # lands a frame or more later (seen under load in the serial scene-change test).
+            self._cond.wait_for(lambda: self._pending is None or self._closed)
         return True
 
     def _run(self) -> None:
@@ -190,25 +194,30 @@ class Pusher:
                 if self._pending is None:
                     return
                 delta, since = self._pending
+            self.lock.acquire()  # before the frame thread's next capture (never while holding _cond)
+            with self._cond:
                 self._pending = None
-            result = self._push(delta, since)
+                self._cond.notify_all()  # the offer returns: the push holds the link
+            try:
+                result = self._push(delta, since)
+            finally:
+                self.lock.release()
             with self._cond:
                 self.done.append(result)
                 self._busy = False
                 self._cond.notify_all()
 
     def _push(self, delta: ParamDict, since: float) -> PushResult:
+        """One push, with the driver lock held by the caller (captures take the same lock: the
+        byte count is this push's alone). A duck-typed driver may not count bytes at all."""
         t = time.perf_counter()
         error, nbytes = None, None
         try:
-            # captures take the same lock: the byte count is this push's alone. A duck-typed
-            # driver (not a Driver subclass) may not count bytes at all.
             count = getattr(self.driver, "link_bytes", lambda: None)
-            with self.lock:
-                before = count()
-                self.driver.set_params(delta, verify=True)
-                after = count()
-                nbytes = None if before is None or after is None else after - before
+            before = count()
+            self.driver.set_params(delta, verify=True)
+            after = count()
+            nbytes = None if before is None or after is None else after - before
         except Exception as err:  # a device fault, or a bug: reported, and the pusher stays usable
             error = f"{type(err).__name__}: {err}"
         end = time.perf_counter()
