@@ -15,7 +15,7 @@ from the prediction (the [Device eval] goal: predicted+10 within 0.5 dB PSNR of 
 Renders are cached by (image, setting) under the work folder, so `--reuse` recomputes the table
 without retraining or re-rendering. Also measured: the proxy's own loss at the predicted settings
 against the ISP's (does the predictor exploit the proxy?). Seconds per part are recorded.
-Writes benchmarks/results/predictor.json. Usage: python benchmarks/predictor.py [--reuse]
+Writes benchmarks/results/predictor.json. Usage: python benchmarks/predictor.py [--reuse] [--train-only]
 """
 
 from __future__ import annotations
@@ -124,6 +124,9 @@ def main() -> int:
     ap.add_argument(
         "--reuse", action="store_true", help="reuse the models the last run trained with this configuration"
     )
+    ap.add_argument(
+        "--train-only", action="store_true", help="stop once the models are trained (for predictor_gap.py)"
+    )
     args = ap.parse_args()
     photos = photo_dir()
     if photos is None:
@@ -169,6 +172,9 @@ def main() -> int:
         run_side = train_predictor(data, proxy, "reference", run, PredictorConfig(), pcfg, images=predictor_photos)
     seconds["predictor"] = round(time.perf_counter() - t0, 1)
     train_s = sum(h["seconds"] for h in run_side["history"])
+    if args.train_only:
+        print(f"trained in {seconds}; held-out predictor loss {run_side['history'][-1]}")
+        return 0
     held = [f"{p}@{HELD_DRAWS}" for p in held_photos]
     cache = args.work / "render-cache"
     t0 = time.perf_counter()
@@ -223,7 +229,7 @@ def main() -> int:
             "met": report["margins_db"]["oracle_minus_predicted+10"] <= 0.5,
         },
         "proxy_at_predicted": exploit,
-        "per_image": [{k: v for k, v in r.items() if k != "predicted_params"} for r in report["per_image"]],
+        "per_image": report["per_image"],
         "predictor_train_seconds": round(train_s, 1),
         "seconds": seconds,
         "inference_256_cpu_ms": speed,
