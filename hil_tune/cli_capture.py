@@ -12,7 +12,7 @@ from rich.progress import TextColumn
 from rich.table import Table
 
 from hil_tune.cli_common import driver_profile, err, open_options, out
-from hil_tune.errors import HilTuneError, InputError
+from hil_tune.errors import HilTuneError
 
 dataset_app = typer.Typer(no_args_is_help=True, help="Inspect, check and preview sweep datasets.")
 
@@ -51,42 +51,21 @@ def capture(
     ] = True,
 ) -> None:
     """Sweep LHC parameter sets over sources through a device into a resumable dataset."""
-    from hil_tune.capture.dataset import DatasetFolder
     from hil_tune.capture.loop import CaptureSettings, run_capture
-    from hil_tune.capture.plan import Plan, build_plan, read_around
-    from hil_tune.capture.sources import resolve_sources
+    from hil_tune.capture.prepare import PlanRequest, prepare_capture
     from hil_tune.ui import progress
 
     cls, options = open_options(driver, device, option or [], 10.0)
     options.pop("timeout")
-    folder = DatasetFolder(out_dir)
-    if folder.exists() and not resume:
-        raise InputError(f"{out_dir} already holds a dataset: add --resume to continue it, or choose a new folder")
-    if not folder.exists() and out_dir.exists() and any(out_dir.iterdir()):
-        raise InputError(f"{out_dir} exists and is not empty; choose a new folder")
-    existing = folder.plan() if folder.exists() else None
-    # Resuming needs nothing but the folder: the plan holds the whole profile.
-    prof = existing.load_profile() if existing is not None and profile is None else driver_profile(cls, profile)
-
-    def plan_from_options() -> Plan:
-        return build_plan(prof, resolve_sources(source or []), samples_per_source=samples_per_source, seed=seed,
-                          patch=patch, region=region, around=read_around(around) if around else None,
-                          radius=radius, shard_size=shard_size)  # fmt: skip
-
-    if existing is not None:
-        plan = existing
-        if source:
-            wanted = plan_from_options().key()
-            diff = {k: (v, wanted[k]) for k, v in plan.key().items() if wanted[k] != v}
-            if diff:
-                raise InputError(f"--resume: these differ from the dataset's plan: {diff}")
+    request = PlanRequest(source or [], samples_per_source, patch, seed, region, around, radius, shard_size)
+    prepared = prepare_capture(
+        out_dir, request, resume=resume, profile=lambda: driver_profile(cls, profile),
+        profile_given=profile is not None, planning=lambda: err.status("planning (loading sources, Latin hypercube)"),
+    )  # fmt: skip
+    plan = prepared.plan
+    if prepared.resumed:
         err.print(f"resuming {out_dir}: plan of {len(plan.rows)} samples, region {plan.region.name}")
     else:
-        if not source:
-            raise InputError("give at least one --source (file, folder, bundled, bundled:NAME or live)")
-        with err.status("planning (loading sources, Latin hypercube)"):
-            plan = plan_from_options()
-        folder.create(plan)
         err.print(f"planned {len(plan.rows)} samples ({len(plan.sources)} sources, region {plan.region.name})")
     settings = CaptureSettings(driver=driver, driver_options=options, profile=profile, retries=retries, restore=restore)
     start = time.monotonic()
