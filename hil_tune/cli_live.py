@@ -39,7 +39,7 @@ def live(
     """Capture, predict, push the changed parameters; restore the device's own settings on exit."""
     import threading
 
-    from hil_tune.live import LiveLoop, LiveSettings
+    from hil_tune.live import LiveLoop, LiveSettings, check_profiles
     from hil_tune.train.predictor_train import load_predictor
 
     if frames is None and seconds is None:
@@ -54,11 +54,7 @@ def live(
     model, _, pred_profile = load_predictor(predictor)
     cls, options = open_options(driver, device, option or [], 10.0)
     dev_profile = driver_profile(cls, profile)
-    if [s.describe() for s in dev_profile.space] != [s.describe() for s in pred_profile.space]:
-        raise InputError(
-            f"the predictor was trained for profile {pred_profile.name!r}, whose parameters differ from "
-            f"the device profile {dev_profile.name!r}'s"
-        )
+    check_profiles(pred_profile, dev_profile)  # before the device is opened (LiveLoop checks again)
     drv = cls(dev_profile, **options)
     kept: list[tuple[np.ndarray, str]] = []
     every = max(1, (frames or 300) // 16)

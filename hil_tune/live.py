@@ -36,7 +36,7 @@ import torch
 from hil_tune.drivers.base import Driver, Frame
 from hil_tune.drivers.errors import DeviceError
 from hil_tune.drivers.reconnect import Backoff, transient
-from hil_tune.errors import ParameterError
+from hil_tune.errors import InputError, ParameterError
 from hil_tune.models.predictor import for_latency, input_side
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
@@ -142,6 +142,20 @@ def preview_packed(frame: Frame, size: int, side: int | None = None) -> torch.Te
         grow = packed.shape[0] < side and packed.shape[1] < side
         packed = cv2.resize(packed, (side, side), interpolation=cv2.INTER_NEAREST_EXACT if grow else cv2.INTER_AREA)
     return torch.from_numpy(np.ascontiguousarray(packed.transpose(2, 0, 1), dtype=np.float32))[None]
+
+
+def check_profiles(predictor_profile: Profile, device_profile: Profile) -> None:
+    """Refuse a predictor trained for other parameters than the device takes.
+
+    Why by parameter and not by name: a predictor's outputs are positions in its profile's
+    encoded space; pushed to a device whose ranges, steps or order differ, every value would land
+    somewhere else, validated but meaningless. Same parameters under another profile name are fine.
+    """
+    if [s.describe() for s in device_profile.space] != [s.describe() for s in predictor_profile.space]:
+        raise InputError(
+            f"the predictor was trained for profile {predictor_profile.name!r}, whose parameters differ from "
+            f"the device profile {device_profile.name!r}'s"
+        )
 
 
 @dataclass
@@ -251,6 +265,9 @@ class LiveLoop:
         log: Path | None = None,
         on_frame: Callable[[Frame, dict[str, Any]], None] | None = None,
     ) -> None:
+        device_profile = getattr(driver, "profile", None)  # a duck-typed driver may not say
+        if isinstance(device_profile, Profile):
+            check_profiles(profile, device_profile)
         self.driver, self.predictor, self.profile, self.s = driver, predictor, profile, settings
         self.space = profile.space
         self.log_path, self.on_frame = log, on_frame

@@ -26,7 +26,7 @@ from hil_tune.drivers.registry import create_driver
 from hil_tune.live import LiveLoop, LiveSettings
 from hil_tune.models.predictor import AttentionPredictor, PredictorConfig
 from hil_tune.models.proxy import ProxyConfig
-from hil_tune.profiles import load_profile
+from hil_tune.profiles import Profile, load_profile
 from hil_tune.train.predictor_train import PredictorTrainConfig, load_predictor, train_predictor
 from hil_tune.train.proxy_train import TrainConfig, train_proxy
 
@@ -116,6 +116,25 @@ def test_the_live_predictor_is_traced_and_gives_the_eager_numbers(predictor):
 
 def rows_of(path):
     return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_a_predictor_for_other_parameters_is_refused_by_the_loop_before_any_push(predictor):
+    """The check lives in the library: a Python caller of LiveLoop gets it as the CLI does. Same
+    parameters under another profile name pass; one knob on another grid does not."""
+    from hil_tune.errors import InputError
+
+    _, model, profile = predictor
+    renamed = profile.model_copy(update={"name": "same-knobs"})
+    drv = create_driver("sim", renamed, sensor_size=32)
+    LiveLoop(drv, model, profile, LiveSettings(frames=1))  # accepted
+    data = profile.model_dump(mode="json")
+    data["name"] = "coarser"
+    data["params"][0]["step"] = 0.5  # one knob on another grid: the predictor's positions would lie
+    with create_driver("sim", Profile.model_validate(data), sensor_size=32) as other:
+        before = other.get_params()
+        with pytest.raises(InputError, match="trained for profile .* whose parameters differ"):
+            LiveLoop(other, model, profile, LiveSettings(frames=1))
+        assert other.get_params() == before
 
 
 def test_sim_pushes_deltas_on_the_grid_and_holds_still_on_a_static_scene(predictor, tmp_path):
