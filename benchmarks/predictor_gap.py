@@ -32,6 +32,9 @@ from hil_tune.train.render_cache import CachedRenderer
 from hil_tune.train.renderers import BuiltinRenderer
 
 ROOT = Path(__file__).resolve().parents[1]
+# Groups that compensate each other are also swapped together: a colour matrix predicted for its
+# own white balance is wrong for the ideal one, so swapping either alone measures the coupling.
+COUPLED = {"colour": ("white-balance", "color-space-transform")}
 
 
 def main() -> int:
@@ -52,6 +55,9 @@ def main() -> int:
     groups: dict[str, list[str]] = {}
     for spec in profile.space:
         groups.setdefault(spec.group, []).append(spec.name)
+    for name, parts in COUPLED.items():
+        if all(g in groups for g in parts):
+            groups[name] = [k for g in parts for k in groups[g]]
     isp = CachedRenderer(BuiltinRenderer(profile, run_firmware(side), os.cpu_count() or 1), args.work / "render-cache")
     rows = []
     try:
