@@ -201,6 +201,18 @@ def _renderer(run_dir: Path, driver: str | None, device: str | None, pairs: list
     return DeviceRenderer(cls(profile, **options), profile)
 
 
+ProxyStepsOpt = Annotated[
+    int,
+    typer.Option(
+        "--proxy-steps",
+        help="Per-image descent through the proxy before the device search (Adam steps; 0: device search alone).",
+    ),
+]
+ProxyRunOpt = Annotated[
+    Path | None, typer.Option("--proxy", help="Proxy run for that descent (default: the one the predictor used).")
+]
+
+
 @eval_app.command("predictor")
 def eval_predictor_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Predictor run folder.")],
@@ -214,6 +226,8 @@ def eval_predictor_cmd(
     device: DeviceOpt = None,
     option: OptionOpt = None,
     timeout: TimeoutOpt = 60.0,
+    proxy_steps: ProxyStepsOpt = 20,
+    proxy_run: ProxyRunOpt = None,
 ) -> None:
     """Default / expert / predicted / predicted+K / ideal / oracle settings, all measured on the
     device (--driver) or the run's built-in ISP, with the device queries each used."""
@@ -225,7 +239,8 @@ def eval_predictor_cmd(
     try:
         with err.status("optimising the expert and oracle settings on the device (CMA-ES)"):
             report = evaluate_predictor(run_dir, images, target, size=size, expert_budget=expert_budget,
-                                        oracle_budget=oracle_budget, workers=workers, renderer=renderer)  # fmt: skip
+                                        oracle_budget=oracle_budget, workers=workers, renderer=renderer,
+                                        proxy_steps=proxy_steps, proxy_run=proxy_run)  # fmt: skip
     finally:
         if renderer is not None:
             renderer.close()
@@ -276,8 +291,11 @@ def tune_cmd(
     option: OptionOpt = None,
     timeout: TimeoutOpt = 60.0,
     workers: Annotated[int, typer.Option(help="Processes rendering on the built-in ISP.")] = 1,
+    proxy_steps: ProxyStepsOpt = 20,
+    proxy_run: ProxyRunOpt = None,
 ) -> None:
-    """Tune INPUT's parameters on the device, starting at the prediction: best setting and score."""
+    """Tune INPUT's parameters on the device, starting at the prediction: the first query renders a
+    descent through the proxy (free of device queries), the rest search locally; best setting and score."""
     import json
 
     from hil_tune.train.predictor_eval import run_firmware, tune_image
@@ -294,7 +312,7 @@ def tune_cmd(
         _, side, profile = load_predictor(run_dir)
         renderer = BuiltinRenderer(profile, run_firmware(side), workers)
     try:
-        result = tune_image(run_dir, input_path, renderer, queries, size or None, seed)
+        result = tune_image(run_dir, input_path, renderer, queries, size or None, seed, proxy_steps, proxy_run)
     finally:
         renderer.close()
     if params_out is not None:

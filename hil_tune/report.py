@@ -134,7 +134,7 @@ def _section(out: Path, step: dict[str, Any]) -> str:
             figure(
                 out,
                 art.get("grid"),
-                "Input, then default, expert, predicted, predicted+4, predicted+10, ideal, oracle, reference",
+                "Input, then " + ", ".join(facts.get("table") or ["the methods"]) + ", reference",
             ),
             figure(out, art.get("curves"), "Predictor training"),
         ]

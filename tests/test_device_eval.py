@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ from hil_tune.models.proxy import ProxyConfig
 from hil_tune.train.checkpoint import CheckpointError
 from hil_tune.train.predictor_eval import evaluate_predictor, refine, render_prediction, score
 from hil_tune.train.predictor_train import PredictorTrainConfig, load_predictor, train_predictor
+from hil_tune.train.proxy_descent import descend, proxy_stage
 from hil_tune.train.proxy_train import TrainConfig, load_proxy, train_proxy
 from hil_tune.train.renderers import DeviceRenderer
 
@@ -192,12 +194,14 @@ def test_a_device_fault_names_the_image_and_setting(board_run, tmp_path):
 
 
 @settings(max_examples=10, deadline=None)
-@given(st.lists(st.floats(-0.5, 1.5, allow_nan=False), min_size=20, max_size=20), st.integers(0, 3))
-def test_refinement_never_pushes_outside_the_region(board_run, start, seed):
+@given(st.lists(st.floats(-0.5, 1.5, allow_nan=False), min_size=20, max_size=20), st.integers(0, 3), st.booleans())
+def test_refinement_never_pushes_outside_the_region(board_run, start, seed, through_proxy):
     """Whatever the start, every setting the local search pushes to a real (sim) device lies
-    inside the region box, and the search never returns worse than its start."""
+    inside the region box, and the search never returns worse than its start; with or without
+    the descent through the proxy first (which must stay in the box too)."""
     tmp, prof, held = board_run
     _, side, _ = load_predictor(tmp / "pred")
+    stage = proxy_stage(side, prof, 5) if through_proxy else None
     lower, upper = np.asarray(side["region"]["lower"]), np.asarray(side["region"]["upper"])
     pushed = []
 
@@ -211,7 +215,7 @@ def test_refinement_never_pushes_outside_the_region(board_run, start, seed):
     ref = np.round(frame.reference * 255).astype(np.uint8)
     try:
         _, loss, used, _ = refine(renderer, prof, frame, ref, prof.space.decode(np.clip(start, 0, 1)),
-                                     lower, upper, 4, seed)  # fmt: skip
+                                     lower, upper, 4, seed, stage=stage)  # fmt: skip
     finally:
         renderer.close()
     assert used == 5 == len(pushed)
@@ -238,3 +242,47 @@ def test_predict_on_any_size_renders_or_is_refused_with_a_reason(board_run, tmp_
         assert not out.exists()
         return
     assert np.asarray(Image.open(out)).shape == (h // 2 * 2, w // 2 * 2, 3)
+
+
+def test_the_proxy_stage_descends_and_is_rendered_once(board_run, tmp_path):
+    """The descent lowers the task loss through the proxy (what it optimises), stays in the region,
+    and costs one device query of the K; a proxy that is gone is a clear error unless the stage is
+    turned off, and another proxy can be named."""
+    import torch
+
+    from hil_tune.raw import CFA_PATTERNS
+
+    tmp, prof, held = board_run
+    _, side, _ = load_predictor(tmp / "pred")
+    lower, upper = np.asarray(side["region"]["lower"]), np.asarray(side["region"]["upper"])
+    assert Path(side["proxy"]["run"]).is_absolute()  # a run moved to another working folder still finds it
+    stage = proxy_stage(side, prof, 15)
+    frame = _frame(prof, held[0], 32)
+    ref = np.round(frame.reference * 255).astype(np.uint8)
+    start = np.clip(prof.space.encode(prof.space.defaults()), lower, upper)
+    found = descend(stage, frame, ref, start, lower, upper)
+    assert np.all(found >= lower - 1e-6) and np.all(found <= upper + 1e-6) and not np.allclose(found, start)
+
+    def proxy_loss(u):
+        mosaic = torch.from_numpy(frame.normalized()[None, None].astype(np.float32))
+        cfa = torch.tensor([CFA_PATTERNS.index(frame.cfa)])
+        out = stage.proxy(mosaic, cfa, torch.tensor(u, dtype=torch.float32)[None])
+        batch = {"reference": torch.from_numpy(ref.transpose(2, 0, 1)[None].astype(np.float32) / 255)}
+        with torch.no_grad():
+            return stage.task.loss(out, batch).item()
+
+    assert proxy_loss(found) < proxy_loss(start)
+    renderer = DeviceRenderer(SimDriver(prof, sensor_size=32, power_on=FAST), prof)
+    try:
+        _, _, used, _ = refine(renderer, prof, frame, ref, prof.space.decode(start), lower, upper, 1, 0,
+                               start_loss=1e9, stage=stage)  # fmt: skip
+        assert used == 1 == renderer.calls
+    finally:
+        renderer.close()
+    gone = {**side, "proxy": {**side["proxy"], "run": str(tmp_path / "no-such-proxy")}}
+    with pytest.raises(InputError, match=r"give --proxy RUN .* or --proxy-steps 0"):
+        proxy_stage(gone, prof, 20)
+    assert proxy_stage(gone, prof, 0) is None
+    assert proxy_stage(gone, prof, 3, tmp / "proxy").run == tmp / "proxy"
+    with pytest.raises(InputError, match="--proxy-steps -1"):
+        proxy_stage(side, prof, -1)

@@ -132,7 +132,7 @@ def test_a_predictor_for_other_parameters_is_refused_by_the_loop_before_any_push
     data["params"][0]["step"] = 0.5  # one knob on another grid: the predictor's positions would lie
     with create_driver("sim", Profile.model_validate(data), sensor_size=32) as other:
         before = other.get_params()
-        with pytest.raises(InputError, match="trained for profile .* whose parameters differ"):
+        with pytest.raises(InputError, match=r"trained for profile .* whose parameters differ"):
             LiveLoop(other, model, profile, LiveSettings(frames=1))
         assert other.get_params() == before
 

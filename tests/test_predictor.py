@@ -121,6 +121,7 @@ def test_predict_and_evaluate_on_the_real_isp(trained):
         "default",
         "expert",
         "predicted",
+        "predicted+1",
         "predicted+4",
         "predicted+10",
         "ideal",

@@ -60,6 +60,13 @@ def build_predictor(
     return AttentionPredictor(len(profile.space), lower, upper, config)
 
 
+def _proxy_record(proxy_run: Path, proxy_side: dict[str, Any]) -> dict[str, Any]:
+    """The proxy a predictor was trained through, by absolute path: tuning descends through it
+    later, from whatever folder the user is in."""
+    metrics = proxy_side.get("metrics", {})
+    return {"run": str(Path(proxy_run).resolve()), "model": proxy_side["model"], "metrics": metrics}
+
+
 def train_predictor(
     dataset: Path,
     proxy_run: Path,
@@ -108,7 +115,7 @@ def train_predictor(
         "kind": "predictor", "profile": profile.name, "profile_sha256": profile.sha256,
         "profile_data": profile.model_dump(mode="json"), "encoding": checkpoint.encoding_of(profile),
         "model": config.as_dict(), "train": asdict(cfg), "task": task_spec, "region": {"lower": lower, "upper": upper},
-        "proxy": {"run": str(proxy_run), "model": proxy_side["model"], "metrics": proxy_side.get("metrics", {})},
+        "proxy": _proxy_record(proxy_run, proxy_side),
         "firmware": ds.reader.firmware_variant(), "device": ds.reader.sample(ds.indices[0]).meta.get("device", {}),
         "dataset": {"path": str(dataset), "id": dataset_id(dataset), "train_patches": len(train_pos),
                     "held_out_patches": len(held_pos), "held_out_sources": sorted(held_sources),
