@@ -124,9 +124,7 @@ def main() -> int:
     ap.add_argument(
         "--reuse", action="store_true", help="reuse the models the last run trained with this configuration"
     )
-    ap.add_argument(
-        "--train-only", action="store_true", help="stop once the models are trained (for predictor_gap.py)"
-    )
+    ap.add_argument("--train-only", action="store_true", help="stop once the models are trained (for predictor_gap.py)")
     args = ap.parse_args()
     photos = photo_dir()
     if photos is None:
