@@ -104,9 +104,8 @@ def isp_run(
     params, warnings = isp.resolve(requested)
     for w in warnings:
         err.print(f"[yellow]warning:[/] {w}")
-    frame = load_input(input_path, seed=seed, tone=profile.pipeline.tone, gamma=profile.pipeline.gamma)
-    if crop:
-        frame = frame.center_crop(crop, crop)
+    # the crop is taken before unprocessing: memory follows the crop, not the photo
+    frame = load_input(input_path, seed=seed, tone=profile.pipeline.tone, gamma=profile.pipeline.gamma, crop=crop)
     with err.status(f"rendering {input_path.name} ({frame.shape[1]}x{frame.shape[0]})"):
         image = isp.run_frame(frame, params)
     out_path.parent.mkdir(parents=True, exist_ok=True)

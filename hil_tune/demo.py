@@ -23,9 +23,8 @@ from hil_tune.ui import contact_sheet, progress
 
 
 def _sources(size: int, seed: int, tone: str, gamma: float) -> list[tuple[str, RawFrame]]:
-    frames = [(name, bundled_frame(name, seed=seed, tone=tone, gamma=gamma)) for name in BUNDLED_IMAGES]
-    frames += [(path.stem, read_raw(path)) for path in raw_dir_files()]
-    return [(name, frame.center_crop(size, size)) for name, frame in frames]
+    frames = [(name, bundled_frame(name, seed=seed, tone=tone, gamma=gamma, crop=size)) for name in BUNDLED_IMAGES]
+    return frames + [(path.stem, read_raw(path).center_crop(size, size)) for path in raw_dir_files()]
 
 
 def render_bundled(

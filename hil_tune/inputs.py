@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from hil_tune.errors import InputError
 from hil_tune.limits import check_pixels
 from hil_tune.raw import RAW_SUFFIXES, RawFrame, read_raw
-from hil_tune.unprocess import unprocess
+from hil_tune.unprocess import unprocess, unprocess_crop
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm"}
 RAW_DIR_ENV = "HIL_TUNE_RAW_DIR"
@@ -54,22 +54,27 @@ def read_srgb(path: str | Path) -> np.ndarray:
         raise InputError(f"{p}: cannot decode image ({err}); the file may be truncated") from None
 
 
-def load_input(path: str | Path, *, seed: int = 0, tone: str = "srgb", gamma: float = 2.2) -> RawFrame:
-    """RAW file -> RawFrame as read; sRGB image -> unprocessed RawFrame with the image as reference."""
+def load_input(
+    path: str | Path, *, seed: int = 0, tone: str = "srgb", gamma: float = 2.2, crop: int | None = None
+) -> RawFrame:
+    """RAW file -> RawFrame as read; sRGB image -> unprocessed RawFrame with the image as reference.
+    With `crop`, the centre crop of at most crop x crop: for an sRGB image it is taken before
+    unprocessing (the same pixels, noise included, as cropping after it)."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         rgb = read_srgb(p)
         if rgb.shape[0] < 2 or rgb.shape[1] < 2:
             raise InputError(f"{p}: image of size {rgb.shape[1]}x{rgb.shape[0]} is too small")
-        return unprocess(rgb, seed=stable_seed(p.name, seed), tone=tone, gamma=gamma, source=str(p))
+        kw = {"seed": stable_seed(p.name, seed), "tone": tone, "gamma": gamma, "source": str(p)}
+        return unprocess_crop(rgb, crop, **kw) if crop else unprocess(rgb, **kw)  # type: ignore[arg-type]
     if suffix in RAW_SUFFIXES:
-        return read_raw(p)
+        return _center(read_raw(p), crop)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     # Unknown suffix: let LibRaw try, and say both kinds were considered.
     try:
-        return read_raw(p)
+        return _center(read_raw(p), crop)
     except InputError:
         raise InputError(
             f"{p}: unsupported input (neither an image {sorted(IMAGE_SUFFIXES)} nor a RAW file LibRaw reads)"
@@ -85,10 +90,16 @@ def bundled_image(name: str) -> np.ndarray:
     return np.asarray(getattr(data, name)())[..., :3]
 
 
-def bundled_frame(name: str, *, seed: int = 0, tone: str = "srgb", gamma: float = 2.2) -> RawFrame:
-    return unprocess(
-        bundled_image(name), seed=stable_seed(name, seed), tone=tone, gamma=gamma, source=f"skimage:{name}"
-    )
+def bundled_frame(
+    name: str, *, seed: int = 0, tone: str = "srgb", gamma: float = 2.2, crop: int | None = None
+) -> RawFrame:
+    kw = {"seed": stable_seed(name, seed), "tone": tone, "gamma": gamma, "source": f"skimage:{name}"}
+    rgb = bundled_image(name)
+    return unprocess_crop(rgb, crop, **kw) if crop else unprocess(rgb, **kw)  # type: ignore[arg-type]
+
+
+def _center(frame: RawFrame, crop: int | None) -> RawFrame:
+    return frame.center_crop(crop, crop) if crop else frame
 
 
 def raw_dir_files() -> list[Path]:

@@ -15,6 +15,8 @@ Differences from the paper's code, on purpose:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from hil_tune.raw import RawFrame, mosaic_rgb
@@ -61,6 +63,36 @@ def random_noise_levels(rng: np.random.Generator) -> tuple[float, float]:
     return float(shot), float(np.exp(log_read))
 
 
+def position_noise(seed: int, origin: tuple[int, int], shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal noise for the rows and columns of a window at `origin` of a photo.
+
+    Why per row: each row of the whole photo has its own generator (seeded by the draw and the
+    row), so a window's noise is the whole photo's noise there, whatever the window. Skipping to
+    the first column costs `x0` draws per row, which is cheap next to the float stages it saves.
+    """
+    h, w = shape
+    y0, x0 = origin
+    out = np.empty((h, w))
+    for r in range(h):
+        out[r] = np.random.default_rng([seed, y0 + r]).standard_normal(x0 + w)[x0:]
+    return out
+
+
+def crop_window(shape: tuple[int, ...], h: int, w: int) -> tuple[int, int, int, int]:
+    """(y, x, h, w) of the centre crop of at most h x w that `RawFrame.center_crop` takes of the
+    whole photo's unprocessing (even sizes and offsets), for a photo of `shape` (H, W, ...)."""
+    H, W = shape[0] // 2 * 2, shape[1] // 2 * 2
+    h, w = min(h, H) // 2 * 2, min(w, W) // 2 * 2
+    return (H - h) // 4 * 2, (W - w) // 4 * 2, h, w
+
+
+def unprocess_crop(srgb: np.ndarray, crop: int, **kwargs: object) -> RawFrame:
+    """`unprocess(srgb, ...).center_crop(crop, crop)`, exactly, without unprocessing the rest."""
+    y, x, h, w = crop_window(np.shape(srgb), crop, crop)
+    frame = unprocess(np.asarray(srgb)[y : y + h, x : x + w], origin=(y, x), **kwargs)  # type: ignore[arg-type]
+    return replace(frame, meta={**frame.meta, "crop": [y, x, h, w]})
+
+
 def _safe_invert_gains(rgb: np.ndarray, gains: np.ndarray) -> np.ndarray:
     """Divide by the WB gains, but let bright pixels keep saturating (Brooks' highlight preservation)."""
     gray = rgb.mean(axis=-1, keepdims=True)
@@ -80,11 +112,18 @@ def unprocess(
     gamma: float = 2.2,
     noise: bool = True,
     source: str = "",
+    origin: tuple[int, int] = (0, 0),
 ) -> RawFrame:
     """sRGB image (H, W, 3; uint8 or float in [0, 1]) -> RawFrame with the sRGB kept as reference.
 
-    Odd sizes are cropped by one pixel. The draws (gains, matrix, noise) come from `seed` alone.
+    Odd sizes are cropped by one pixel. The draws (gains, matrix, noise) come from `seed` alone,
+    and the noise at a pixel from `seed` and the pixel's place in the whole photo: `srgb` may be a
+    window of a photo at `origin` (even offsets), and the result is then exactly that window of the
+    whole photo's unprocessing. So a crop is taken before unprocessing (`crop_window`), and memory
+    follows the crop, not the photo.
     """
+    if origin[0] % 2 or origin[1] % 2 or min(origin) < 0:
+        raise ValueError(f"origin {origin}: a window starts at even, non-negative offsets (the CFA phase)")
     img = np.asarray(srgb)
     if img.ndim != 3 or img.shape[-1] not in (3, 4):
         raise ValueError(f"expected an RGB image (H, W, 3), got shape {img.shape}")
@@ -105,7 +144,7 @@ def unprocess(
     mosaic = mosaic_rgb(cam, cfa)
     if noise:
         variance = mosaic * shot + read
-        mosaic = mosaic + rng.normal(0.0, 1.0, size=mosaic.shape) * np.sqrt(variance)
+        mosaic = mosaic + position_noise(seed, origin, mosaic.shape) * np.sqrt(variance)
     codes = np.clip(np.round(mosaic * (SENSOR_WHITE - SENSOR_BLACK) + SENSOR_BLACK), 0, SENSOR_WHITE)
 
     cam2rgb = np.linalg.inv(rgb2cam)

@@ -106,12 +106,14 @@ def _file_source(path: Path) -> Source:
     return Source(str(path.resolve()), kind, str(path.resolve()))
 
 
-def load_source(source: Source, profile: Profile, seed: int) -> RawFrame:
-    """The RawFrame of a file or bundled source (unprocessing draws seeded per source)."""
+def load_source(source: Source, profile: Profile, seed: int, crop: int | None = None) -> RawFrame:
+    """The RawFrame of a file or bundled source (unprocessing draws seeded per source); with
+    `crop`, its centre crop of at most crop x crop, taken before unprocessing."""
     tone, gamma = profile.pipeline.tone, profile.pipeline.gamma
     seed = seed + DRAW_SEED_STRIDE * source.draw
     if source.kind == "bundled":
-        return bundled_frame(source.location.removeprefix(BUNDLED_PREFIX), seed=seed, tone=tone, gamma=gamma)
+        name = source.location.removeprefix(BUNDLED_PREFIX)
+        return bundled_frame(name, seed=seed, tone=tone, gamma=gamma, crop=crop)
     if source.kind in ("raw", "srgb"):
-        return load_input(source.location, seed=seed, tone=tone, gamma=gamma)
+        return load_input(source.location, seed=seed, tone=tone, gamma=gamma, crop=crop)
     raise InputError(f"{source.id}: a live source has no file to load")

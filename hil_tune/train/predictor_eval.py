@@ -226,7 +226,7 @@ def evaluate_predictor(
     def prepared(sources: list[Source]) -> list[tuple[str, RawFrame, np.ndarray]]:
         out_ = []
         for s in sources:
-            frame = replace(_crop(load_source(s, profile, seed), size), source=s.id)
+            frame = replace(load_source(s, profile, seed, crop=size), source=s.id)
             if frame.reference is None:
                 raise InputError(f"{s.id}: no reference image (use sRGB or bundled sources)")
             out_.append((s.id, frame, np.round(frame.reference * 255).astype(np.uint8)))
@@ -438,8 +438,7 @@ def markdown(report: dict[str, Any]) -> str:
 def _frame_for(source: Source, profile: Profile, size: int | None) -> RawFrame:
     if size:
         check_size(size, size, f"--size {size}")
-    frame = replace(load_source(source, profile, 0), source=source.id)
-    return _crop(frame, size) if size else frame
+    return replace(load_source(source, profile, 0, crop=size or None), source=source.id)
 
 
 def render_prediction(
