@@ -166,6 +166,10 @@ class PushResult:
     nbytes: int | None
     frame_to_applied_ms: float  # from the frame in hand (before predicting) to the device holding it
 
+    def as_row(self) -> dict[str, Any]:
+        return {"delta": self.delta, "ms": round(self.ms, 3), "error": self.error, "bytes": self.nbytes,
+                "frame_to_applied_ms": round(self.frame_to_applied_ms, 3)}  # fmt: skip
+
 
 class Pusher:
     """One push at a time on one long-lived thread; an offer while busy is refused (skipped), not
@@ -254,6 +258,69 @@ class Pusher:
             self._cond.notify_all()
 
 
+class Decider:
+    """Smoothed prediction -> the delta to push: exponential smoothing (`alpha`), then hysteresis.
+
+    A knob is pushed only when its smoothed value lands on another grid step than the one last
+    asked for *and* lies more than `threshold` (encoded units) from it: a static scene settles
+    instead of flickering between two neighbouring steps. Held knobs are never pushed.
+    """
+
+    def __init__(self, space: Any, wanted: np.ndarray, held: list[str], alpha: float, threshold: float) -> None:
+        self.space, self.alpha, self.threshold = space, alpha, threshold
+        self.wanted = wanted  # what we last asked the device to hold, as grid indices
+        self.live = np.array([n not in held for n in space.names])
+        self._smooth: np.ndarray | None = None
+        self._pending: tuple[np.ndarray, np.ndarray] | None = None
+
+    def decide(self, u: np.ndarray) -> ParamDict:
+        self._smooth = u if self._smooth is None else self.alpha * u + (1 - self.alpha) * self._smooth
+        target = self.space.decode_indices(self._smooth)  # on the grid, inside the range, by construction
+        wanted_u = self.space.encode_indices(self.wanted)
+        moved = self.live & (target != self.wanted) & (np.abs(self._smooth - wanted_u) > self.threshold)
+        self._pending = (moved, target)
+        specs, names = self.space.specs, self.space.names
+        return {names[j]: specs[j].grid_value(int(target[j])) for j in np.flatnonzero(moved)}
+
+    def accepted(self) -> None:
+        """The last decided delta was handed to the pusher: it is what we now ask for."""
+        if self._pending is not None:
+            moved, target = self._pending
+            self.wanted = np.where(moved, target, self.wanted)
+
+    def rolled_back(self, applied: np.ndarray) -> None:
+        """A push failed and the driver rolled back: ask again from what the device holds."""
+        self.wanted = applied
+
+
+class LatencyLog:
+    """Per-stage latencies of a session (ms) and the bytes each push moved on the link."""
+
+    STAGES = ("capture", "predict", "quantize", "push", "decide", "frame_to_applied")
+
+    def __init__(self) -> None:
+        self.ms: dict[str, list[float]] = {k: [] for k in self.STAGES}
+        self.bytes: list[int] = []
+
+    def frame(self, t0: float, t1: float, t2: float, t3: float, t4: float) -> None:
+        """capture t0-t1, predict t1-t2, quantise t2-t3, decide (predict to offered) t1-t4."""
+        for k, a, b in (("capture", t0, t1), ("predict", t1, t2), ("quantize", t2, t3), ("decide", t1, t4)):
+            self.ms[k].append((b - a) * 1000)
+
+    def push(self, result: PushResult) -> None:
+        self.ms["push"].append(result.ms)
+        if not result.error:
+            self.ms["frame_to_applied"].append(result.frame_to_applied_ms)
+        if result.nbytes is not None:
+            self.bytes.append(result.nbytes)
+
+    def percentiles(self) -> dict[str, dict[str, float]]:
+        return {k: percentiles(v) for k, v in self.ms.items()}
+
+    def bytes_per_push(self) -> float | None:
+        return float(np.median(self.bytes)) if self.bytes else None
+
+
 class LiveLoop:
     def __init__(
         self,
@@ -276,6 +343,7 @@ class LiveLoop:
         self.summary = LiveSummary()
         self._infer: Callable[[torch.Tensor], torch.Tensor] = predictor  # traced in run()
         self._side = settings.preview // 2
+        self._last_push = 0.0
 
     def _predict(self, frame: Frame) -> np.ndarray | None:
         with torch.inference_mode():
@@ -290,23 +358,10 @@ class LiveLoop:
         drv, s, summary = self.driver, self.s, self.summary
         drv.open()
         original = drv.get_params()
-        specs, names = self.space.specs, self.space.names
         summary.held = [] if s.allow_restarts else self._restart_params()
-        live = np.array([n not in summary.held for n in names])
-        wanted_idx = self._grid_indices(original)  # what we last asked the device to hold, as grid indices
-        smooth: np.ndarray | None = None
-        pusher = Pusher(drv, self.lock)
-        last_push = 0.0
-        lat: dict[str, list[float]] = {
-            "capture": [], "predict": [], "quantize": [], "push": [], "decide": [], "frame_to_applied": []
-        }  # fmt: skip
-        push_bytes: list[int] = []
-
-        def record_latency(result: PushResult) -> None:
-            lat["push"].append(result.ms)
-            if not result.error:
-                lat["frame_to_applied"].append(result.frame_to_applied_ms)
-
+        decider = Decider(self.space, self._grid_indices(original), summary.held, s.alpha, s.threshold)
+        pusher, lat = Pusher(drv, self.lock), LatencyLog()
+        self._last_push = 0.0
         log = open(self.log_path, "w") if self.log_path else None  # noqa: SIM115 - closed in finally
         start = time.perf_counter()
         try:
@@ -315,89 +370,82 @@ class LiveLoop:
                     break
                 if s.seconds is not None and time.perf_counter() - start >= s.seconds:
                     break
-                t0 = time.perf_counter()
-                try:
-                    with self.lock:
-                        frame = drv.capture(timeout=s.capture_timeout_s, wait=False)
-                except DeviceError as err:
-                    self._recover(err, pusher, log)
-                    continue
-                t1 = time.perf_counter()
-                row: dict[str, Any] = {"frame": summary.frames, "frame_id": frame.frame_id,
-                                       "param_seq": frame.param_seq, "settled": frame.settled}  # fmt: skip
-                try:
-                    u = self._predict(frame)
-                except Exception as err:  # a failing predictor must not stop the camera
-                    u, row["predict_error"] = None, f"{type(err).__name__}: {err}"
-                t2 = time.perf_counter()
-                delta: ParamDict = {}
-                if u is None:
-                    summary.bad_predictions += 1
-                    row["kept_last_good"] = True
-                else:
-                    smooth = u if smooth is None else s.alpha * u + (1 - s.alpha) * smooth
-                    target = self.space.decode_indices(smooth)  # on the grid, inside the range, by construction
-                    wanted_u = self.space.encode_indices(wanted_idx)
-                    moved = live & (target != wanted_idx) & (np.abs(smooth - wanted_u) > s.threshold)
-                    delta = {names[j]: specs[j].grid_value(int(target[j])) for j in np.flatnonzero(moved)}
-                t3 = time.perf_counter()
-                if delta and not s.dry_run:
-                    if t3 - last_push < 1 / s.max_push_hz:
-                        summary.rate_limited += 1
-                        row["rate_limited"] = True
-                    elif pusher.offer(delta, since=t1):
-                        row["pushed"] = delta
-                        wanted_idx = np.where(moved, target, wanted_idx)
-                        last_push = t3
-                        summary.pushes += 1
-                        summary.pushed_params += len(delta)
-                    else:
-                        summary.skipped_in_flight += 1
-                        row["skipped_in_flight"] = True
-                elif delta:
-                    row["would_push"] = delta
-                t4 = time.perf_counter()
-                for result in pusher.drain():
-                    record_latency(result)
-                    done = {
-                        "delta": result.delta,
-                        "ms": round(result.ms, 3),
-                        "error": result.error,
-                        "bytes": result.nbytes,
-                        "frame_to_applied_ms": round(result.frame_to_applied_ms, 3),
-                    }
-                    row.setdefault("push_completed", []).append(done)
-                    if result.nbytes is not None:
-                        push_bytes.append(result.nbytes)
-                    if result.error:
-                        summary.push_errors += 1
-                        wanted_idx = self._grid_indices(drv.applied)  # rolled back: what it holds now
-                lat["capture"].append((t1 - t0) * 1000)
-                lat["predict"].append((t2 - t1) * 1000)
-                lat["quantize"].append((t3 - t2) * 1000)
-                lat["decide"].append((t4 - t1) * 1000)
-                row.update(params=frame.params, capture_ms=round((t1 - t0) * 1000, 3),
-                           predict_ms=round((t2 - t1) * 1000, 3), quantize_ms=round((t3 - t2) * 1000, 3),
-                           push_offer_ms=round((t4 - t3) * 1000, 3))  # fmt: skip
-                if log:
-                    log.write(json.dumps(row) + "\n")
-                if self.on_frame:
-                    self.on_frame(frame, row)
-                summary.frames += 1
+                self._frame(decider, pusher, lat, log)
         finally:
             summary.seconds = time.perf_counter() - start
             if not pusher.wait():
                 summary.push_errors += 1  # a push that never returned: its device call is hung
             pusher.close()
             for result in pusher.drain():  # the last push, still in flight when the loop ended
-                record_latency(result)
+                lat.push(result)
             self._restore(original)
             if log:
                 log.close()
             drv.close()
-            summary.latency_ms = {k: percentiles(v) for k, v in lat.items()}
-            summary.bytes_per_push = float(np.median(push_bytes)) if push_bytes else None
+            summary.latency_ms, summary.bytes_per_push = lat.percentiles(), lat.bytes_per_push()
         return summary
+
+    def _frame(self, decider: Decider, pusher: Pusher, lat: LatencyLog, log: Any) -> None:
+        """One frame: capture, predict, decide, offer the push, collect finished pushes, log."""
+        s, summary = self.s, self.summary
+        t0 = time.perf_counter()
+        try:
+            with self.lock:
+                frame = self.driver.capture(timeout=s.capture_timeout_s, wait=False)
+        except DeviceError as err:
+            self._recover(err, pusher, log)
+            return
+        t1 = time.perf_counter()
+        row: dict[str, Any] = {"frame": summary.frames, "frame_id": frame.frame_id,
+                               "param_seq": frame.param_seq, "settled": frame.settled}  # fmt: skip
+        try:
+            u = self._predict(frame)
+        except Exception as err:  # a failing predictor must not stop the camera
+            u, row["predict_error"] = None, f"{type(err).__name__}: {err}"
+        t2 = time.perf_counter()
+        if u is None:
+            summary.bad_predictions += 1
+            row["kept_last_good"] = True
+        delta = decider.decide(u) if u is not None else {}
+        t3 = time.perf_counter()
+        if delta:
+            self._offer(delta, decider, pusher, row, since=t1, now=t3)
+        t4 = time.perf_counter()
+        for result in pusher.drain():
+            lat.push(result)
+            row.setdefault("push_completed", []).append(result.as_row())
+            if result.error:
+                summary.push_errors += 1
+                decider.rolled_back(self._grid_indices(self.driver.applied))  # what it holds now
+        lat.frame(t0, t1, t2, t3, t4)
+        row.update(params=frame.params, capture_ms=round((t1 - t0) * 1000, 3),
+                   predict_ms=round((t2 - t1) * 1000, 3), quantize_ms=round((t3 - t2) * 1000, 3),
+                   push_offer_ms=round((t4 - t3) * 1000, 3))  # fmt: skip
+        if log:
+            log.write(json.dumps(row) + "\n")
+        if self.on_frame:
+            self.on_frame(frame, row)
+        summary.frames += 1
+
+    def _offer(
+        self, delta: ParamDict, decider: Decider, pusher: Pusher, row: dict[str, Any], since: float, now: float
+    ) -> None:
+        """Push `delta` unless dry-running, rate-limited or a push is still in flight (skipped, not queued)."""
+        summary = self.summary
+        if self.s.dry_run:
+            row["would_push"] = delta
+        elif now - self._last_push < 1 / self.s.max_push_hz:
+            summary.rate_limited += 1
+            row["rate_limited"] = True
+        elif pusher.offer(delta, since=since):
+            row["pushed"] = delta
+            decider.accepted()
+            self._last_push = now
+            summary.pushes += 1
+            summary.pushed_params += len(delta)
+        else:
+            summary.skipped_in_flight += 1
+            row["skipped_in_flight"] = True
 
     def _grid_indices(self, params: ParamDict) -> np.ndarray:
         return self.space.decode_indices(self.space.encode(params))

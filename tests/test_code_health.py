@@ -14,7 +14,6 @@ MAX_LINES = 80
 KNOWN_LONG = {
     ("hil_tune.cli_live", "live"): 81,
     ("hil_tune.demo_all", "run_demo"): 155,
-    ("hil_tune.live", "run"): 116,
     ("hil_tune.report", "_section"): 122,
     ("hil_tune.train.predictor_eval", "evaluate_predictor"): 119,
     ("hil_tune.train.predictor_train", "train_predictor"): 123,
