@@ -2,7 +2,7 @@
 
 One interface (`Driver`, in base.py) in front of the synthetic ISP (`sim`), GenICam cameras
 (`genicam`, harvesters), and register boards over serial (`serial`, pyserial) or USB (`usb`,
-pyusb); plus the emulated board (firmware.py, emulator.py, usb_emulated.py) that tests and the
+pyusb); plus, in `emulated/`, the emulated board (firmware, pty, pyusb backend) and scene that tests and the
 demo use in place of hardware. Drivers are looked up by name in registry.py.
 """
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from hil_tune.drivers.base import DEFAULT_TIMEOUT_S, Deadline, DeviceInfo, Driver, Grab
+from hil_tune.drivers.emulated.scene import sensor_frame
 from hil_tune.drivers.errors import DriverOptionError
-from hil_tune.drivers.scene import sensor_frame
 from hil_tune.isp.foreign import FIRMWARES, isp_for
 from hil_tune.isp.pipeline import SyntheticISP
 from hil_tune.params import ParamDict

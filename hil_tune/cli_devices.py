@@ -169,8 +169,8 @@ def emulate_serial(
     """Run the emulated ISP board on a pseudo-terminal and print its path; open it with --driver serial."""
     import cv2
 
-    from hil_tune.drivers.emulator import Faults, SerialEmulator
-    from hil_tune.drivers.firmware import BoardFirmware
+    from hil_tune.drivers.emulated.firmware import BoardFirmware
+    from hil_tune.drivers.emulated.serial_pty import Faults, SerialEmulator
 
     # A board's ISP runs on its own silicon: the emulator keeps to one host core, so that it takes
     # from the host software under test (a live loop, a capture) as little as hardware would.

@@ -231,8 +231,8 @@ def run_demo(out: Path, cfg: DemoConfig, console: Console) -> Path:
 
 
 def _live(out: Path, cfg: DemoConfig, scene: str, console: Console) -> dict[str, Any]:
-    from hil_tune.drivers.emulator import SerialEmulator
-    from hil_tune.drivers.firmware import BoardFirmware
+    from hil_tune.drivers.emulated.firmware import BoardFirmware
+    from hil_tune.drivers.emulated.serial_pty import SerialEmulator
     from hil_tune.drivers.registry import create_driver
     from hil_tune.live import LiveLoop, LiveSettings
 

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from hil_tune.drivers.base import Frame
-from hil_tune.drivers.emulator import SerialEmulator
-from hil_tune.drivers.firmware import BoardFirmware
+from hil_tune.drivers.emulated.firmware import BoardFirmware
+from hil_tune.drivers.emulated.scene import sensor_frame
+from hil_tune.drivers.emulated.serial_pty import SerialEmulator
+from hil_tune.drivers.emulated.usb_backend import EmulatedUsbBackend
 from hil_tune.drivers.genicam_driver import bundled_producer
 from hil_tune.drivers.registry import create_driver
-from hil_tune.drivers.scene import sensor_frame
-from hil_tune.drivers.usb_emulated import EmulatedUsbBackend
 from hil_tune.isp import SyntheticISP
 from hil_tune.params import ParamDict
 from hil_tune.profiles import load_profile

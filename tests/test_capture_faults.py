@@ -13,8 +13,8 @@ from hil_tune.capture.dataset import DatasetFolder, DatasetReader, read_tar
 from hil_tune.capture.loop import CaptureSettings, run_capture
 from hil_tune.capture.plan import build_plan
 from hil_tune.capture.sources import load_source, resolve_sources
-from hil_tune.drivers.emulator import SerialEmulator
-from hil_tune.drivers.firmware import BoardFirmware
+from hil_tune.drivers.emulated.firmware import BoardFirmware
+from hil_tune.drivers.emulated.serial_pty import SerialEmulator
 from hil_tune.isp import SyntheticISP
 from hil_tune.profiles import load_profile
 

@@ -21,8 +21,8 @@ from PIL import Image
 from plugins import install_plugin
 
 from hil_tune.capture.sources import load_source, resolve_sources
-from hil_tune.drivers.emulator import SerialEmulator
-from hil_tune.drivers.firmware import BoardFirmware
+from hil_tune.drivers.emulated.firmware import BoardFirmware
+from hil_tune.drivers.emulated.serial_pty import SerialEmulator
 from hil_tune.drivers.registry import create_driver
 from hil_tune.drivers.sim import SimDriver
 from hil_tune.errors import HilTuneError, InputError

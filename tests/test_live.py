@@ -19,8 +19,8 @@ from hil_tune.capture.dataset import DatasetFolder
 from hil_tune.capture.loop import CaptureSettings, run_capture
 from hil_tune.capture.plan import build_plan
 from hil_tune.capture.sources import resolve_sources
-from hil_tune.drivers.emulator import SerialEmulator
-from hil_tune.drivers.firmware import BoardFirmware
+from hil_tune.drivers.emulated.firmware import BoardFirmware
+from hil_tune.drivers.emulated.serial_pty import SerialEmulator
 from hil_tune.drivers.genicam_driver import bundled_producer
 from hil_tune.drivers.registry import create_driver
 from hil_tune.live import LiveLoop, LiveSettings

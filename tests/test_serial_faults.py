@@ -109,7 +109,7 @@ def test_a_board_with_another_serial_number_is_refused(tmp_path):
 
 
 def test_a_board_running_another_register_map_is_refused(tmp_path):
-    from hil_tune.drivers.firmware import BoardFirmware
+    from hil_tune.drivers.emulated.firmware import BoardFirmware
 
     with rig("serial", tmp_path) as r:
         r.extra["fw"].profile = r.extra["fw"].profile.model_copy(update={"name": "other-board"})
@@ -174,8 +174,8 @@ def test_no_value_outside_the_profile_ever_reaches_a_register(shared_board, para
 
 @pytest.mark.parametrize("kind", ["file", "folder"])
 def test_the_emulator_never_replaces_a_users_file_or_folder(tmp_path, kind):
-    from hil_tune.drivers.emulator import SerialEmulator
-    from hil_tune.drivers.firmware import BoardFirmware
+    from hil_tune.drivers.emulated.firmware import BoardFirmware
+    from hil_tune.drivers.emulated.serial_pty import SerialEmulator
     from hil_tune.errors import HilTuneError
 
     target = tmp_path / "board"

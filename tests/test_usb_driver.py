@@ -6,10 +6,10 @@ import pytest
 from rigs import BOARD_CHANGE, rig
 
 from hil_tune.drivers import DeviceDisconnected, DeviceNotFound, DeviceTimeout
-from hil_tune.drivers.firmware import BoardFirmware
+from hil_tune.drivers.emulated.firmware import BoardFirmware
+from hil_tune.drivers.emulated.usb_backend import EmulatedUsbBackend
 from hil_tune.drivers.registry import create_driver
 from hil_tune.drivers.usb_driver import UsbDriver
-from hil_tune.drivers.usb_emulated import EmulatedUsbBackend
 from hil_tune.inputs import bundled_frame
 
 

@@ -20,7 +20,7 @@ import usb.backend
 import usb.core
 
 from hil_tune.drivers import protocol as p
-from hil_tune.drivers.firmware import BoardFirmware
+from hil_tune.drivers.emulated.firmware import BoardFirmware
 
 REQ_SUBMIT = 0x01  # vendor OUT: one request packet
 REQ_RESULT = 0x02  # vendor IN: the reply packet of the last request

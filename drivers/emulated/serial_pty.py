@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Self
 
 from hil_tune.drivers import protocol as p
-from hil_tune.drivers.firmware import BoardFirmware
+from hil_tune.drivers.emulated.firmware import BoardFirmware
 from hil_tune.errors import HilTuneError
 
 

@@ -20,9 +20,9 @@ import numpy as np
 
 from hil_tune.drivers import protocol as p
 from hil_tune.drivers.base import scale_from_device, scale_to_device
+from hil_tune.drivers.emulated.scene import sensor_frame
 from hil_tune.drivers.errors import ProtocolError
 from hil_tune.drivers.registers import register_map
-from hil_tune.drivers.scene import sensor_frame
 from hil_tune.isp.foreign import isp_for
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile, load_profile
