@@ -5,9 +5,11 @@ snapped to the profile's grid and rendered by the device, not by the proxy):
 - default: the profile's defaults;
 - expert: the single fixed setting that is best on the *training* images, found by CMA-ES (the
   `cma` package) on the real ISP inside the dataset's region, with a stated budget;
-- oracle: the same optimiser per held-out image, started from the expert setting, with a stated
-  budget: an upper bound for any per-image method, not a method;
-- predicted: ours.
+- predicted: ours; predicted+K: K device queries of per-image tuning from it (a descent through
+  the proxy rendered once, then a local search);
+- ideal: the camera's own inverse where the source knows it, with a small denoise search;
+- oracle: the same optimiser per held-out image, started from the best of all the others, with a
+  stated budget: a ceiling on the optimised loss, not a method.
 The objective and the reported figures compare against the reference image: L1 + (1 - SSIM) is
 optimised, PSNR and SSIM are reported.
 """
