@@ -35,12 +35,12 @@ from provenance import header, photo_dir
 from hil_tune.capture.dataset import DatasetFolder
 from hil_tune.capture.loop import CaptureSettings, run_capture
 from hil_tune.capture.plan import build_plan
-from hil_tune.capture.sources import load_source, photo_of, resolve_sources
+from hil_tune.capture.sources import photo_of, resolve_sources
 from hil_tune.models.predictor import AttentionPredictor, PredictorConfig
 from hil_tune.models.proxy import ProxyConfig
 from hil_tune.profiles import load_profile
 from hil_tune.raw import CFA_PATTERNS
-from hil_tune.train.predictor_eval import evaluate_predictor, score
+from hil_tune.train.predictor_eval import evaluate_predictor, reference_frame, score
 from hil_tune.train.predictor_train import PredictorTrainConfig, train_predictor
 from hil_tune.train.proxy_train import RECIPES, TrainConfig, load_proxy, train_proxy
 from hil_tune.train.render_cache import CachedRenderer
@@ -92,8 +92,7 @@ def proxy_at_predicted(report: dict, proxy_run: Path, profile, firmware: str, si
     rows = []
     try:
         for r in report["per_image"]:
-            frame = load_source(resolve_sources([r["image"]])[0], profile, 0).center_crop(size, size)
-            ref = np.round(frame.reference * 255).astype(np.uint8)
+            frame, ref = reference_frame(r["image"], profile, size)
             out = isp.render([(frame, r["predicted_params"])])[0]
             u = torch.from_numpy(profile.space.encode(r["predicted_params"])).float()[None]
             mosaic = torch.from_numpy(frame.normalized()[None, None])

@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 from provenance import header
 
-from hil_tune.capture.sources import load_source, resolve_sources
-from hil_tune.train.predictor_eval import ideal_candidates, predict_params, run_firmware, score
+from hil_tune.train.predictor_eval import ideal_candidates, predict_params, reference_frame, run_firmware, score
 from hil_tune.train.predictor_train import load_predictor
 from hil_tune.train.render_cache import CachedRenderer
 from hil_tune.train.renderers import BuiltinRenderer
@@ -62,8 +61,7 @@ def main() -> int:
     rows = []
     try:
         for r in bench["per_image"]:
-            frame = load_source(resolve_sources([r["image"]])[0], profile, 0).center_crop(size, size)
-            ref = np.round(frame.reference * 255).astype(np.uint8)
+            frame, ref = reference_frame(r["image"], profile, size)
             candidates = ideal_candidates(profile, frame, lower, upper)
             outs = isp.render([(frame, c) for c in candidates])
             ideal = candidates[int(np.argmin([score(o, ref)["loss"] for o in outs]))]

@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 from provenance import header
 
-from hil_tune.capture.sources import load_source, resolve_sources
-from hil_tune.train.predictor_eval import predict_params, refine, run_firmware, score
+from hil_tune.train.predictor_eval import predict_params, reference_frame, refine, run_firmware, score
 from hil_tune.train.predictor_train import load_predictor
 from hil_tune.train.proxy_descent import PROXY_STEPS, proxy_stage
 from hil_tune.train.render_cache import CachedRenderer
@@ -52,8 +51,7 @@ def main() -> int:
     rows, descent_s = [], []
     try:
         for r in bench["per_image"]:
-            frame = load_source(resolve_sources([r["image"]])[0], profile, 0).center_crop(size, size)
-            ref = np.round(frame.reference * 255).astype(np.uint8)
+            frame, ref = reference_frame(r["image"], profile, size)
             predicted = predict_params(model, profile, frame)
             start = score(isp.render([(frame, predicted)])[0], ref)
             row = {"image": r["image"], "predicted": start, "oracle": r["oracle"], "ideal": r["ideal"],

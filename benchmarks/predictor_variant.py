@@ -23,9 +23,9 @@ import numpy as np
 from predictor import split_photos
 from provenance import header, photo_dir
 
-from hil_tune.capture.sources import load_source, photo_of, resolve_sources
+from hil_tune.capture.sources import photo_of, resolve_sources
 from hil_tune.models.predictor import PredictorConfig
-from hil_tune.train.predictor_eval import predict_params, run_firmware, score
+from hil_tune.train.predictor_eval import predict_params, reference_frame, run_firmware, score
 from hil_tune.train.predictor_train import PredictorTrainConfig, load_predictor, train_predictor
 from hil_tune.train.render_cache import CachedRenderer
 from hil_tune.train.renderers import BuiltinRenderer
@@ -37,8 +37,7 @@ def predicted_rows(run: Path, bench: dict, isp: CachedRenderer, profile) -> list
     model, _, _ = load_predictor(run)
     size, rows = bench["config"]["crop"], []
     for r in bench["per_image"]:
-        frame = load_source(resolve_sources([r["image"]])[0], profile, 0).center_crop(size, size)
-        ref = np.round(frame.reference * 255).astype(np.uint8)
+        frame, ref = reference_frame(r["image"], profile, size)
         out = isp.render([(frame, predict_params(model, profile, frame))])[0]
         rows.append({"image": r["image"], **score(out, ref)})
     return rows

@@ -189,6 +189,18 @@ def _crop(frame: RawFrame, size: int) -> RawFrame:
     return frame.center_crop(size, size)
 
 
+def reference_frame(
+    source: Source | str, profile: Profile, size: int | None, seed: int = 0, *, needed_for: str = "scoring"
+) -> tuple[RawFrame, np.ndarray]:
+    """A held-out image as every scored method sees it: the centre crop (taken before
+    unprocessing) named by its source id, and its reference as the 8-bit image scores use."""
+    src = resolve_sources([source])[0] if isinstance(source, str) else source
+    frame = _frame_for(src, profile, size, seed)
+    if frame.reference is None:
+        raise InputError(f"{src.id}: {needed_for} needs a reference image (an sRGB or bundled source)")
+    return frame, np.round(frame.reference * 255).astype(np.uint8)
+
+
 REFINE_QUERIES = (1, 4, 10)  # 1: the proxy stage alone, rendered once
 
 
@@ -226,13 +238,7 @@ def evaluate_predictor(
     lower, upper = np.asarray(side["region"]["lower"]), np.asarray(side["region"]["upper"])
 
     def prepared(sources: list[Source]) -> list[tuple[str, RawFrame, np.ndarray]]:
-        out_ = []
-        for s in sources:
-            frame = replace(load_source(s, profile, seed, crop=size), source=s.id)
-            if frame.reference is None:
-                raise InputError(f"{s.id}: no reference image (use sRGB or bundled sources)")
-            out_.append((s.id, frame, np.round(frame.reference * 255).astype(np.uint8)))
-        return out_
+        return [(s.id, *reference_frame(s, profile, size, seed, needed_for="evaluation")) for s in sources]
 
     held_frames = prepared(held)
     # The expert's images: one draw of each photo first, then further draws, up to `train_images`.
@@ -437,10 +443,10 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _frame_for(source: Source, profile: Profile, size: int | None) -> RawFrame:
+def _frame_for(source: Source, profile: Profile, size: int | None, seed: int = 0) -> RawFrame:
     if size:
         check_size(size, size, f"--size {size}")
-    return replace(load_source(source, profile, 0, crop=size or None), source=source.id)
+    return replace(load_source(source, profile, seed, crop=size or None), source=source.id)
 
 
 def render_prediction(
@@ -486,10 +492,7 @@ def tune_image(
     The first of them renders the descent through the proxy (`proxy_steps`; 0: none)."""
     model, side, profile = load_predictor(run_dir)
     stage = proxy_stage(side, profile, proxy_steps, proxy_run) if queries > 0 else None
-    frame = _frame_for(resolve_sources([input_path])[0], profile, size)
-    if frame.reference is None:
-        raise InputError(f"{input_path}: tuning needs a reference image (an sRGB or bundled source)")
-    ref = np.round(frame.reference * 255).astype(np.uint8)
+    frame, ref = reference_frame(input_path, profile, size, needed_for="tuning")
     lower, upper = np.asarray(side["region"]["lower"]), np.asarray(side["region"]["upper"])
     predicted = predict_params(model, profile, frame)
     before = renderer.calls
