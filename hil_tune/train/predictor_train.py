@@ -85,7 +85,6 @@ def train_predictor(
     pixels, cfg.crops_per_image a photo) instead of the sweep's patches; the sweep still defines
     the profile, the region and the held-out images."""
     checkpoint.check_positive(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr)
-    torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     proxy, proxy_side = load_proxy(proxy_run)
     profile = Profile.model_validate(proxy_side["profile_data"])
@@ -108,6 +107,7 @@ def train_predictor(
         crops = ImageCrops(sources, profile, cfg.crop, cfg.crops_per_image, cfg.seed)
     box = ds.reader.plan.sampling_box()
     lower, upper = list(box.lower), list(box.upper)
+    torch.manual_seed(cfg.seed)  # here, so the starting weights depend on the seed alone
     model = build_predictor(profile, lower, upper, config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ckpt = out / "checkpoint.pt"
