@@ -197,3 +197,20 @@ def test_foreign_firmware_is_a_different_isp_on_the_same_knobs(synthetic):
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() > 5
     brighter = ForeignISP(synthetic).run_frame(frame, {**params, "digital-gain": 1.5})
     assert brighter.mean() > b.mean()  # the knobs still do what they say
+
+
+def test_training_freezes_the_denoiser_scales_only_when_it_caches_the_filter(tmp_path):
+    """With the cache (the default), the collaborative filter's two noise scales are what the
+    structure probe left (here no probe: their prior, 0); without it they keep learning. The
+    sweep has noise reduction on (the shared fast sweep holds it off)."""
+    from capture_helpers import FAST_PROFILE
+
+    root, prof = fast_sweep(
+        tmp_path, FAST_PROFILE.replace("filter-strength = [0.0, 0.0]", "filter-strength = [0.5, 1.5]")
+    )
+    model_cfg = ProxyConfig(width=8, depth=2)
+    for name, mib in (("cached", 2048), ("plain", 0)):
+        cfg = TrainConfig(epochs=1, batch=8, optimizer="adam", lr=1e-3, probe_steps=0, denoise_cache_mib=mib)
+        train_proxy(root, tmp_path / name, prof, model_cfg, cfg)
+    cached, plain = (load_proxy(tmp_path / name)[0].nr_log_var for name in ("cached", "plain"))
+    assert torch.equal(cached, torch.zeros(2)) and plain.abs().min() > 0

@@ -36,6 +36,7 @@ from hil_tune.models.learnt_blocks import (
     MonotoneCurve,
     knob_features,
 )
+from hil_tune.models.output_cache import OutputCache, digest
 from hil_tune.profiles import Profile
 
 KINDS = ("greybox", "unet")
@@ -193,6 +194,7 @@ class GreyboxProxy(nn.Module):
         # bm3d binary does otherwise (its reference grid, its block-matching correction for correlated noise).
         self.nr_log_var = nn.Parameter(torch.zeros(2))
         self._noise_tables: dict[tuple[int, int], tuple[NoiseTables, NoiseTables]] = {}
+        self.denoise_cache: OutputCache | None = None  # see cache_denoiser
         denoisers = (["collaborative"] if self.use_bm3d else []) + (["bilateral"] if self.nr_knobs else [])
         self.denoiser = Choice(denoisers) if denoisers else None
         self.bilateral = Bilateral(2 * len(self.nr_knobs)) if self.nr_knobs else None
@@ -259,11 +261,33 @@ class GreyboxProxy(nn.Module):
             for t in self._noise_tables[shape]
         )
 
+    def cache_denoiser(self, cache: OutputCache | None) -> None:
+        """Freeze the collaborative filter's two learnt noise scales and keep its outputs in
+        `cache` wherever no gradient has to pass through it (None: stop caching; the scales stay
+        as they are). Proxy training does this after the structure probe, which learns the scales:
+        each sample is then filtered once per run instead of once per epoch. A predictor, which
+        needs the gradient to the knobs, always runs the filter itself."""
+        if cache is not None:
+            self.nr_log_var.requires_grad_(False)
+        self.denoise_cache = cache
+
     def _collaborative(self, planes: Tensor, u: Tensor) -> Tensor:
         """BM3D's collaborative filtering (collaborative.py) on the packed planes, with the knobs
         wired in: the noise type picks the PSD, noise-var scales it, and filter-strength,
         lambda-thr3d and mu2 act where bm3d applies them."""
-        strength, kind, noise_var, lam, mu2 = self.values.pick(self.values(u), NR).unbind(1)
+        knobs = self.values.pick(self.values(u), NR)
+        cache = self.denoise_cache
+        needs_grad = torch.is_grad_enabled() and (
+            planes.requires_grad or knobs.requires_grad or self.nr_log_var.requires_grad
+        )
+        if cache is None or needs_grad:
+            return self._filter(planes, knobs)
+        keys = [digest(planes[i], knobs[i], self.nr_log_var) for i in range(len(planes))]
+        with torch.no_grad():
+            return cache.batch(keys, lambda i: self._filter(planes[i : i + 1], knobs[i : i + 1]))
+
+    def _filter(self, planes: Tensor, knobs: Tensor) -> Tensor:
+        strength, kind, noise_var, lam, mu2 = knobs.unbind(1)
         assert self.noise_types is not None
         index = (kind.detach() * len(self.noise_types)).long().clamp(0, len(self.noise_types) - 1)
         noise = self._noise(index, tuple(planes.shape[-2:]), planes)  # type: ignore[arg-type]

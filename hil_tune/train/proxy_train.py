@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Subset
 
 from hil_tune.capture.sources import photo_of
 from hil_tune.metrics import psnr_batch
+from hil_tune.models.output_cache import OutputCache
 from hil_tune.models.proxy import STRUCTURE, ProxyConfig, build_proxy
 from hil_tune.profiles import Profile
 from hil_tune.train import checkpoint
@@ -48,6 +49,9 @@ class TrainConfig:
     structure_lr_scale: float = 10.0  # learning-rate multiple for a grey-box's learnt structure
     probe_steps: int = 60  # steps of the structure probe before training (0: none); see probe_structure
     probe_crop: int = 64  # centre crop the probe trains on (the collaborative filter's cost grows with area)
+    # After the probe, freeze a grey-box's denoiser noise scales and filter each sample once per run
+    # (GreyboxProxy.cache_denoiser); 0 turns it off. Budget in MiB of cached outputs.
+    denoise_cache_mib: int = 2048
 
 
 @dataclass
@@ -240,6 +244,8 @@ def train_proxy(
         probe_gen = torch.Generator().manual_seed(cfg.seed + 7)
         probe_loader = DataLoader(Subset(ds, split.train), batch_size=cfg.batch, shuffle=True, generator=probe_gen)
         sidecar_base["probe"] = probe_structure(model, probe_loader, cfg, device)
+    if cfg.denoise_cache_mib > 0 and hasattr(model, "cache_denoiser"):
+        model.cache_denoiser(OutputCache(cfg.denoise_cache_mib << 20))  # before DDP: frozen scales
     net: nn.Module = model
     if world > 1:
         # Pruned candidate blocks take no gradient: DDP must not wait for them.
