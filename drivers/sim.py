@@ -10,7 +10,6 @@ timing problems a real ISP has.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from hil_tune.drivers.base import DEFAULT_TIMEOUT_S, Deadline, DeviceInfo, Driver, Grab
 from hil_tune.drivers.emulated.scene import sensor_frame
 from hil_tune.drivers.errors import DriverOptionError
+from hil_tune.drivers.settle import SettleQueue
 from hil_tune.isp.foreign import FIRMWARES, isp_for
 from hil_tune.isp.pipeline import SyntheticISP
 from hil_tune.params import ParamDict
@@ -67,10 +67,8 @@ class SimDriver(Driver):
     def _connect(self, deadline: Deadline) -> None:
         self._isp = isp_for(self.firmware, self.profile)
         self._registers: ParamDict = dict(self._power_on)
-        self._active: ParamDict = dict(self._registers)
-        self._active_tag = 0
+        self._settle: SettleQueue[ParamDict] = SettleQueue(dict(self._registers), self.settle_frames)
         self._tag = 0
-        self._pending: deque[tuple[int, ParamDict, int]] = deque()
         self._frame_id = 0
 
     def _disconnect(self) -> None:
@@ -103,33 +101,23 @@ class SimDriver(Driver):
         self._transaction()
         self._registers.update(values)
         self._tag = (self._tag + 1) & 0xFFFFFFFF
-        self._pending.append((self.settle_frames, dict(self._registers), self._tag))
+        self._settle.commit(dict(self._registers), self._tag)
         return (self._tag if self.frame_tags else None), None
-
-    def _frame_boundary(self) -> None:
-        """Settings reach the pipeline only at frame boundaries, `settle_frames` of them late."""
-        still: deque[tuple[int, ParamDict, int]] = deque()
-        for left, params, tag in self._pending:
-            if left <= 0:
-                self._active, self._active_tag = params, tag
-            else:
-                still.append((left - 1, params, tag))
-        self._pending = still
 
     def _grab(self, raw: RawFrame | None, deadline: Deadline) -> Grab:
         assert self._isp is not None
         self._transaction()
-        self._frame_boundary()
+        self._settle.frame_boundary()  # settings reach the pipeline only here, settle_frames late
         if raw is None:
             if self._scene is None:
                 self._scene = sensor_frame(self.sensor, self.sensor_size, self.profile, self.seed)
             raw = self._scene
-        image = self._isp.run_frame(raw, self._active)
+        image = self._isp.run_frame(raw, self._settle.active)
         self._frame_id += 1
         return Grab(
             image=image,
             frame_id=self._frame_id,
-            device_tag=self._active_tag if self.frame_tags else None,
+            device_tag=self._settle.active_tag if self.frame_tags else None,
             device_time_ns=time.monotonic_ns(),
             raw=np.asarray(raw.mosaic),
             cfa=raw.cfa,

@@ -138,7 +138,7 @@ def test_an_edited_profile_that_kept_the_name_is_refused_at_open(tmp_path):
         )
         ok = create_driver("serial", load_profile(tmp_path / "region.toml"), device=str(tmp_path / "board0"))
         with ok:
-            assert ok.get_params() == r.extra["fw"].params_of(r.extra["fw"].active)
+            assert ok.get_params() == r.extra["fw"].params_of(r.extra["fw"].settle.active)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import json
 import threading
 import time
 import zlib
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
@@ -23,6 +23,7 @@ from hil_tune.drivers.base import scale_from_device, scale_to_device
 from hil_tune.drivers.emulated.scene import sensor_frame
 from hil_tune.drivers.errors import ProtocolError
 from hil_tune.drivers.registers import register_map
+from hil_tune.drivers.settle import SettleQueue
 from hil_tune.isp.foreign import isp_for
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile, load_profile
@@ -60,10 +61,8 @@ class BoardFirmware:
         # Power-on register values: the profile's defaults, or a board configuration's own.
         defaults, _ = self.profile.space.validate(power_on or {})
         self.shadow = {a: scale_to_device(defaults[r.name], r.choices, r.scale) for a, r in self.regs.items()}
-        self.active = dict(self.shadow)
-        self.active_tag = 0
+        self.settle: SettleQueue[dict[int, int]] = SettleQueue(dict(self.shadow), self.settle_frames)
         self.tag = 0
-        self.pending: deque[tuple[int, dict[int, int], int]] = deque()
         self.frame_id = 0
         self.written: list[tuple[int, int]] = []  # every value that ever reached a register (tests)
         self.executed = 0  # requests executed, not counting replays from the cache
@@ -170,7 +169,7 @@ class BoardFirmware:
         tag = p.NO_TAG
         if commit:
             self.tag = (self.tag + 1) % p.NO_TAG
-            self.pending.append((self.settle_frames, dict(self.shadow), self.tag))
+            self.settle.commit(dict(self.shadow), self.tag)
             tag = self.tag
         return p.Status.OK, p.write_reply(tag, [self.shadow[a] for a, _ in entries])
 
@@ -190,20 +189,13 @@ class BoardFirmware:
             raw = self._injected
         else:
             raw = self._sensor()
-        # Frame boundary: committed settings that have waited their settle frames go live.
-        still: deque[tuple[int, dict[int, int], int]] = deque()
-        for left, regs, tag in self.pending:
-            if left <= 0:
-                self.active, self.active_tag = regs, tag
-            else:
-                still.append((left - 1, regs, tag))
-        self.pending = still
+        self.settle.frame_boundary()  # committed settings that have waited their settle frames go live
         # A static scene under unchanged settings gives the same frame: render it once (an emulator
         # that re-ran BM3D for every identical frame could not keep up with a live loop).
-        key = (id(raw), tuple(sorted(self.active.items())))
+        key = (id(raw), tuple(sorted(self.settle.active.items())))
         image = self._frames.get(key)
         if image is None:
-            image = self.isp.run_frame(raw, self.params_of(self.active))
+            image = self.isp.run_frame(raw, self.params_of(self.settle.active))
             self._frames[key] = image
             while len(self._frames) > 8:
                 self._frames.popitem(last=False)
@@ -214,7 +206,7 @@ class BoardFirmware:
         self._frame = (np.ascontiguousarray(image).tobytes(), mosaic.tobytes())
         header = p.FrameHeader(
             frame_id=self.frame_id,
-            tag=self.active_tag if self.frame_tags else p.NO_TAG,
+            tag=self.settle.active_tag if self.frame_tags else p.NO_TAG,
             device_time_us=time.monotonic_ns() // 1000,
             height=image.shape[0],
             width=image.shape[1],
