@@ -286,3 +286,29 @@ def test_the_proxy_stage_descends_and_is_rendered_once(board_run, tmp_path):
     assert proxy_stage(gone, prof, 3, tmp / "proxy").run == tmp / "proxy"
     with pytest.raises(InputError, match="--proxy-steps -1"):
         proxy_stage(side, prof, -1)
+
+
+def test_eval_proxy_on_the_emulated_board_over_serial_with_its_error_budget(board_run, tmp_path):
+    """`eval proxy --driver serial`: every device render goes through the board; the grey-box's
+    report splits its error into blocks alone vs with the residual, and by block (knob group)."""
+    from hil_tune.train.proxy_eval import evaluate_proxy
+
+    tmp, prof, _ = board_run
+    fw = BoardFirmware(sensor_size=32, power_on=FAST)
+    with SerialEmulator(fw, link=tmp_path / "board2"):
+        report = evaluate_proxy(tmp / "proxy", tmp / "ds", tmp_path / "report", driver="serial",
+                                driver_options={"device": str(tmp_path / "board2"), "attempt_timeout": 0.2},
+                                sensitivity_points=2, rank_sets=3,
+                                sensitivity_params=["gain-r", "ccm01", "usm-amount"])  # fmt: skip
+    assert fw.frame_id >= 3 * 2  # the board rendered the sensitivity curves (and the ranking)
+    budget = report["error_budget"]
+    blocks_alone = budget["blocks_without_residual_psnr"]
+    assert blocks_alone["n"] == report["fidelity"]["unseen_images"]["psnr"]["n"] > 0
+    assert 10 < blocks_alone["mean"] < 60
+    groups = {spec.group for spec in prof.space if spec.name in ("gain-r", "ccm01", "usm-amount")}
+    assert set(budget["by_block"]) == groups
+    worst = [b["worst_psnr"] for b in budget["by_block"].values()]
+    assert worst == sorted(worst)  # worst block first
+    for name, block in budget["by_block"].items():
+        curves = [report["sensitivity"][k]["psnr"] for k in block["knobs"]]
+        assert block["worst_psnr"] == min(min(c) for c in curves), name

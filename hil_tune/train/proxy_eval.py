@@ -53,12 +53,43 @@ class ProxyRunner:
         self.model, self.space = model, profile.space
 
     @torch.no_grad()
-    def __call__(self, frame: RawFrame, params_list: list[ParamDict]) -> list[np.ndarray]:
+    def __call__(self, frame: RawFrame, params_list: list[ParamDict], *, blocks_only: bool = False) -> list[np.ndarray]:
+        """The proxy's outputs for one frame under each parameter set; `blocks_only`: a grey-box's
+        declared blocks without its residual network (`GreyboxProxy.structural`)."""
         mosaic = torch.from_numpy(frame.normalized())[None, None].repeat(len(params_list), 1, 1, 1)
         cfa = torch.full((len(params_list),), CFAS.index(frame.cfa))
         u = torch.tensor(np.stack([self.space.encode(p) for p in params_list]), dtype=torch.float32)
-        out = self.model(mosaic, cfa, u).clamp(0, 1)
+        out = (self.model.structural(mosaic, cfa, u)[0] if blocks_only else self.model(mosaic, cfa, u)).clamp(0, 1)
         return [o.permute(1, 2, 0).numpy() for o in out]
+
+
+def error_budget(
+    proxy: ProxyRunner, ds: SweepDataset, positions: list[int], profile: Profile, curves: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Where a grey-box's error is, from the device's outputs alone (so it works on any device):
+    its learnt blocks without the residual network against the whole proxy on the unseen images,
+    and, per block (the profile's knob groups), the worst and mean PSNR of its knobs' sensitivity
+    curves. None for a proxy without blocks (the U-Net)."""
+    if not hasattr(proxy.model, "structural"):
+        return None
+    psnrs = []
+    for pos in positions:
+        sample = ds.reader.sample(ds.indices[pos])
+        pred = proxy(sample.frame(), [sample.meta["params_applied"]], blocks_only=True)[0]
+        psnrs.append(psnr(pred, sample.output.astype(np.float32) / 255))
+    by_block: dict[str, dict[str, Any]] = {}
+    for spec in profile.space:
+        if spec.name in curves:
+            entry = by_block.setdefault(spec.group, {"knobs": [], "psnr": []})
+            entry["knobs"].append(spec.name)
+            entry["psnr"].extend(curves[spec.name]["psnr"])
+    blocks = {
+        group: {"knobs": e["knobs"], "worst_psnr": float(min(e["psnr"])), "mean_psnr": float(np.mean(e["psnr"]))}
+        for group, e in sorted(by_block.items(), key=lambda kv: min(kv[1]["psnr"]))
+    }
+    note = ("blocks without residual: the grey-box's declared and learnt blocks alone on the unseen images; "
+            "by_block: the sensitivity curves' PSNR grouped by the profile's knob groups, worst first")  # fmt: skip
+    return {"blocks_without_residual_psnr": _stats(psnrs), "by_block": blocks, "note": note}
 
 
 def device_for(ds: SweepDataset, profile: Profile, driver: str | None, options: dict[str, Any]) -> Driver:
@@ -84,10 +115,8 @@ def evaluate_proxy(
     model, side = load_proxy(run_dir)
     profile = Profile.model_validate(side["profile_data"])
     ds = SweepDataset(dataset)
-    if side["dataset"]["id"] != dataset_id(dataset):
-        note = "evaluated on a different dataset than the one it was trained on"
-    else:
-        note = "held-out split of the training dataset"
+    same = side["dataset"]["id"] == dataset_id(dataset)
+    note = "held-out split of the training dataset" if same else "evaluated on a different dataset than its training's"
     cfg = TrainConfig(**side["train"])
     split = make_split(ds, cfg)
     if not (split.val_sources or split.val_params):
@@ -145,7 +174,8 @@ def evaluate_proxy(
                 "proxy_mean": [float(q.mean()) for q in prx],
                 "psnr": [psnr(q, d) for q, d in zip(prx, dev, strict=True)],
             }
-        report["sensitivity"] = curves
+        budget = error_budget(proxy, ds, split.val_sources or split.val_params, profile, curves)
+        report["sensitivity"], report["error_budget"] = curves, budget
 
         # 3. Rank agreement of losses against the reference over parameter sets.
         with_ref = [i for i in held if ds.reader.sample(i).reference is not None][:rank_images]
