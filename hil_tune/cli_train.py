@@ -43,6 +43,14 @@ def train_proxy_cmd(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's checkpoint.")] = False,
+    denoise_cache_mib: Annotated[
+        int,
+        typer.Option(
+            "--denoise-cache-mib",
+            help="Grey-box: after the structure probe, fix the denoiser's noise scales and filter each sample "
+            "once per run, keeping up to this many MiB of filtered mosaics (0: filter every epoch).",
+        ),
+    ] = 2048,
 ) -> None:
     """Train a differentiable proxy of the ISP on a sweep (L2 to the ISP output)."""
     import os
@@ -66,7 +74,7 @@ def train_proxy_cmd(
     os.environ["HIL_TUNE_DEVICE"] = device
     profile = DatasetFolder(dataset).plan().load_profile()
     cfg = TrainConfig(epochs=epochs, batch=batch, optimizer=optimizer, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma,
-                      seed=seed, device=device)  # fmt: skip
+                      seed=seed, device=device, denoise_cache_mib=denoise_cache_mib)  # fmt: skip
     rank = int(os.environ.get("RANK", "0"))
     with progress(TextColumn("{task.fields[info]}"), console=err, disable=rank != 0) as bar:
         task = bar.add_task(f"{model} epoch", total=None, info="")

@@ -17,8 +17,8 @@ KNOWN_LONG = {
     ("hil_tune.report", "_section"): 122,
     ("hil_tune.train.predictor_eval", "evaluate_predictor"): 119,
     ("hil_tune.train.predictor_train", "train_predictor"): 123,
-    ("hil_tune.train.proxy_eval", "evaluate_proxy"): 99,
-    ("hil_tune.train.proxy_train", "train_proxy"): 111,
+    ("hil_tune.train.proxy_eval", "evaluate_proxy"): 98,
+    ("hil_tune.train.proxy_train", "train_proxy"): 109,
 }
 
 

@@ -181,6 +181,29 @@ PROBE_LR = 0.05
 PROBE_KEEP = 0.2
 
 
+def _check_choices(cfg: TrainConfig) -> None:
+    if cfg.optimizer not in ("rmsprop", "adam"):
+        raise checkpoint.TrainSettingError(f"--optimizer {cfg.optimizer!r}: choose rmsprop or adam")
+    if cfg.denoise_cache_mib < 0:
+        raise checkpoint.TrainSettingError(f"--denoise-cache-mib {cfg.denoise_cache_mib}: 0 (off) or a size in MiB")
+
+
+def prepare_structure(
+    model: nn.Module, train_set: Subset, cfg: TrainConfig, device: torch.device, *, probe: bool
+) -> dict[str, Any] | None:
+    """Before the first epoch (and DDP): the structure probe on a fresh run (its findings, or None),
+    then the denoiser cache, which freezes the noise scales the probe learnt."""
+    found = None
+    if probe and hasattr(model, "structure_parameters"):
+        gen = torch.Generator().manual_seed(cfg.seed + 7)
+        found = probe_structure(
+            model, DataLoader(train_set, batch_size=cfg.batch, shuffle=True, generator=gen), cfg, device
+        )
+    if cfg.denoise_cache_mib > 0 and hasattr(model, "cache_denoiser"):
+        model.cache_denoiser(OutputCache(cfg.denoise_cache_mib << 20))
+    return found
+
+
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -204,8 +227,7 @@ def train_proxy(
     """Train and return the final sidecar (metrics included)."""
     checkpoint.check_positive(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, lr_step=cfg.lr_step,
                               lr_gamma=cfg.lr_gamma, width=model_cfg.width, depth=model_cfg.depth)  # fmt: skip
-    if cfg.optimizer not in ("rmsprop", "adam"):
-        raise checkpoint.TrainSettingError(f"--optimizer {cfg.optimizer!r}: choose rmsprop or adam")
+    _check_choices(cfg)
     rank, world = _distributed()
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -240,12 +262,9 @@ def train_proxy(
         history = side.get("history", [])
         sidecar_base["probe"] = side.get("probe", {})
         start_epoch = int(state["epoch"]) + 1
-    if start_epoch == 0 and hasattr(model, "structure_parameters"):
-        probe_gen = torch.Generator().manual_seed(cfg.seed + 7)
-        probe_loader = DataLoader(Subset(ds, split.train), batch_size=cfg.batch, shuffle=True, generator=probe_gen)
-        sidecar_base["probe"] = probe_structure(model, probe_loader, cfg, device)
-    if cfg.denoise_cache_mib > 0 and hasattr(model, "cache_denoiser"):
-        model.cache_denoiser(OutputCache(cfg.denoise_cache_mib << 20))  # before DDP: frozen scales
+    probe = prepare_structure(model, Subset(ds, split.train), cfg, device, probe=start_epoch == 0)
+    if probe is not None:
+        sidecar_base["probe"] = probe
     net: nn.Module = model
     if world > 1:
         # Pruned candidate blocks take no gradient: DDP must not wait for them.
