@@ -13,7 +13,12 @@ grey-box, the paper's RMSprop 1e-4 for the U-Net; x0.9 every 10 epochs), for the
 Reports held-out PSNR/SSIM, Spearman, training samples/s, and inference ms per 512x512 patch.
 Results are merged into benchmarks/results/proxy.json per (firmware, model), so a run of one
 firmware keeps the other's figures (each entry carries its own date and configuration).
+`--model-epochs unet=200` trains one kind longer than its stated epochs (the paper's U-Net to its
+plateau: the JSON keeps the whole curve); `--no-denoise-cache` trains the grey-box with its
+collaborative filter run every epoch and its noise scales learning throughout, stored under
+"FIRMWARE/greybox-uncached", so the cache's cost in fidelity is measured on the same sweep.
 Usage: python benchmarks/proxy.py [--firmwares synthetic foreign] [--models greybox unet] [--work DIR]
+       [--model-epochs KIND=N ...] [--no-denoise-cache]
 """
 
 from __future__ import annotations
@@ -95,9 +100,12 @@ def main() -> int:
     ap.add_argument("--firmwares", nargs="+", default=["synthetic", "foreign"])
     ap.add_argument("--models", nargs="+", default=["greybox", "unet"])
     ap.add_argument("--epochs", type=int, help="override every model's stated epochs")
+    ap.add_argument("--model-epochs", nargs="+", default=[], metavar="KIND=N", help="one kind's epochs")
+    ap.add_argument("--no-denoise-cache", action="store_true", help="grey-box without its denoiser cache")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "proxy.json")
     args = ap.parse_args()
+    model_epochs = {k: int(v) for k, v in (item.split("=", 1) for item in args.model_epochs)}
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     results: dict = previous.get("models", {})
@@ -117,16 +125,20 @@ def main() -> int:
         n_samples = len(DatasetFolder(data).plan().rows)
         profile = DatasetFolder(data).plan().load_profile()
         for kind in args.models:
-            run = args.work / f"run-{firmware}-{kind}"
+            uncached = args.no_denoise_cache and kind == "greybox"
+            name = f"{kind}-uncached" if uncached else kind
+            run = args.work / f"run-{firmware}-{name}"
             shutil.rmtree(run, ignore_errors=True)
-            epochs = args.epochs or conf["epochs"][kind]
-            cfg = TrainConfig(epochs=epochs, batch=8, seed=0, **RECIPES[kind])
+            epochs = model_epochs.get(kind) or args.epochs or conf["epochs"][kind]
+            cfg = TrainConfig(
+                epochs=epochs, batch=8, seed=0, **RECIPES[kind], **({"denoise_cache_mib": 0} if uncached else {})
+            )
             t = time.perf_counter()
             final = train_proxy(data, run, profile, ProxyConfig(kind=kind), cfg, on_epoch=progress(kind))
             train_s = time.perf_counter() - t
             report = evaluate_proxy(run, data, run / "report", sensitivity_points=3, rank_sets=10)
             fid = report["fidelity"]
-            results[f"{firmware}/{kind}"] = {
+            results[f"{firmware}/{name}"] = {
                 "date": out["date"],
                 "samples": n_samples,
                 "epochs": epochs,
@@ -148,12 +160,13 @@ def main() -> int:
             }
             configs[firmware] = {**conf, "region": "plausible", "seed": 0, "batch": 8,
                                  "held_out_sources": final["split"]["held_out_sources"]}  # fmt: skip
-            r = results[f"{firmware}/{kind}"]
-            print(f"{firmware:9} {kind:7} unseen images {r['unseen_images_psnr']['mean']:.2f} dB, unseen settings "
+            r = results[f"{firmware}/{name}"]
+            print(f"{firmware:9} {name:7} unseen images {r['unseen_images_psnr']['mean']:.2f} dB, unseen settings "
                   f"{r['unseen_settings_psnr']['mean']:.2f} dB, Spearman {r['spearman']:.3f}, "
                   f"{r['train_samples_per_s']} samples/s", flush=True)  # fmt: skip
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(out, indent=2) + "\n")  # after every model: nothing lost
+            shutil.copyfile(run / "curves.png", args.out.parent / f"proxy_curves_{firmware}_{name}.png")
     out["inference"] = {
         f"{kind}_{dev}_ms_per_512": round(inference_ms(kind, dev), 1) for kind in args.models for dev in devices
     }
