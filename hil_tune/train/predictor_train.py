@@ -7,7 +7,6 @@ stay out here too, so evaluation images are unseen by both networks.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from hil_tune.train.curves import plot_curves
 from hil_tune.train.data import SweepDataset
 from hil_tune.train.image_crops import ImageCrops
 from hil_tune.train.proxy_train import dataset_id, load_proxy
-from hil_tune.train.steps import descend
+from hil_tune.train.steps import run_epoch
 from hil_tune.train.tasks import load_task
 
 
@@ -67,6 +66,84 @@ def _proxy_record(proxy_run: Path, proxy_side: dict[str, Any]) -> dict[str, Any]
     return {"run": str(Path(proxy_run).resolve()), "model": proxy_side["model"], "metrics": metrics}
 
 
+def _frozen_proxy(proxy_run: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any], Profile]:
+    """The proxy a predictor trains through, with no gradient for its own weights."""
+    proxy, side = load_proxy(proxy_run)
+    proxy = proxy.to(device)
+    for p in proxy.parameters():
+        p.requires_grad_(False)
+    return proxy, side, Profile.model_validate(side["profile_data"])
+
+
+def _training_crops(
+    images: list[str], held_sources: set[str], profile: Profile, cfg: PredictorTrainConfig
+) -> ImageCrops:
+    """Fresh crops and camera draws of `images` each epoch; refused if any shows a held-out photo."""
+    sources = resolve_sources(images)
+    held_photos = {photo_of(h) for h in held_sources}
+    leaked = sorted({s.id for s in sources if photo_of(s.id) in held_photos})
+    if leaked:
+        raise InputError(f"training images show the proxy's held-out photos: {', '.join(leaked)}")
+    return ImageCrops(sources, profile, cfg.crop, cfg.crops_per_image, cfg.seed)
+
+
+def _sidecar_base(
+    dataset: Path,
+    ds: SweepDataset,
+    profile: Profile,
+    config: PredictorConfig,
+    cfg: PredictorTrainConfig,
+    task_spec: str,
+    region: tuple[list[float], list[float]],
+    proxy_run: Path,
+    proxy_side: dict[str, Any],
+    patches: tuple[list[int], list[int], set[str]],
+    crops: ImageCrops | None,
+) -> dict[str, Any]:
+    """What a predictor run's sidecar says: enough to predict without the dataset or its folder."""
+    train_pos, held_pos, held_sources = patches
+    return {
+        "kind": "predictor", "profile": profile.name, "profile_sha256": profile.sha256,
+        "profile_data": profile.model_dump(mode="json"), "encoding": checkpoint.encoding_of(profile),
+        "model": config.as_dict(), "train": asdict(cfg), "task": task_spec,
+        "region": {"lower": region[0], "upper": region[1]},
+        "proxy": _proxy_record(proxy_run, proxy_side),
+        "firmware": ds.reader.firmware_variant(), "device": ds.reader.sample(ds.indices[0]).meta.get("device", {}),
+        "dataset": {"path": str(dataset), "id": dataset_id(dataset), "train_patches": len(train_pos),
+                    "held_out_patches": len(held_pos), "held_out_sources": sorted(held_sources),
+                    "train_sources": sorted({s.id for s in crops.sources} if crops is not None
+                                            else {ds.reader.rows[ds.indices[p]].source for p in train_pos}),
+                    "trained_on": "image crops" if crops is not None else "sweep patches"},
+    }  # fmt: skip
+
+
+def _resume(
+    ckpt: Path, profile: Profile, model: torch.nn.Module, opt: torch.optim.Optimizer
+) -> tuple[list[dict[str, Any]], int]:
+    state, side = checkpoint.load(ckpt, profile)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return side.get("history", []), int(state["epoch"]) + 1
+
+
+def _task_loss(
+    model: torch.nn.Module, proxy: torch.nn.Module, task: Any, batch: dict[str, Any], device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """The task's loss on the proxy's rendering of the predicted settings."""
+    u = model(batch["raw"].to(device))
+    return task.loss(proxy(batch["mosaic"].to(device), batch["cfa"].to(device), u), batch), len(u)
+
+
+@torch.no_grad()
+def _held_out_loss(
+    model: torch.nn.Module, proxy: torch.nn.Module, task: Any, loader: DataLoader, device: torch.device
+) -> float | None:
+    model.eval()
+    losses = [_task_loss(model, proxy, task, b, device)[0].item() for b in loader]
+    return sum(losses) / len(losses) if losses else None
+
+
 def train_predictor(
     dataset: Path,
     proxy_run: Path,
@@ -86,51 +163,23 @@ def train_predictor(
     the profile, the region and the held-out images."""
     checkpoint.check_positive(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr)
     device = torch.device(cfg.device)
-    proxy, proxy_side = load_proxy(proxy_run)
-    profile = Profile.model_validate(proxy_side["profile_data"])
-    proxy = proxy.to(device)
-    for p in proxy.parameters():
-        p.requires_grad_(False)
+    proxy, proxy_side, profile = _frozen_proxy(proxy_run, device)
     task = load_task(task_spec, profile, device)
     ds = SweepDataset(dataset)
     if ds.reader.plan.profile_sha256 != profile.sha256:
         raise checkpoint.CheckpointError(f"{dataset}: captured with another profile than the proxy's")
     held_sources = set(proxy_side["split"]["held_out_sources"])
     train_pos, held_pos = distinct_patches(ds, held_sources)
-    crops: ImageCrops | None = None
-    if images:
-        sources = resolve_sources(images)
-        held_photos = {photo_of(h) for h in held_sources}
-        leaked = sorted({s.id for s in sources if photo_of(s.id) in held_photos})
-        if leaked:
-            raise InputError(f"training images show the proxy's held-out photos: {', '.join(leaked)}")
-        crops = ImageCrops(sources, profile, cfg.crop, cfg.crops_per_image, cfg.seed)
+    crops = _training_crops(images, held_sources, profile, cfg) if images else None
     box = ds.reader.plan.sampling_box()
     lower, upper = list(box.lower), list(box.upper)
     torch.manual_seed(cfg.seed)  # here, so the starting weights depend on the seed alone
     model = build_predictor(profile, lower, upper, config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ckpt = out / "checkpoint.pt"
-    base = {
-        "kind": "predictor", "profile": profile.name, "profile_sha256": profile.sha256,
-        "profile_data": profile.model_dump(mode="json"), "encoding": checkpoint.encoding_of(profile),
-        "model": config.as_dict(), "train": asdict(cfg), "task": task_spec, "region": {"lower": lower, "upper": upper},
-        "proxy": _proxy_record(proxy_run, proxy_side),
-        "firmware": ds.reader.firmware_variant(), "device": ds.reader.sample(ds.indices[0]).meta.get("device", {}),
-        "dataset": {"path": str(dataset), "id": dataset_id(dataset), "train_patches": len(train_pos),
-                    "held_out_patches": len(held_pos), "held_out_sources": sorted(held_sources),
-                    "train_sources": sorted({s.id for s in crops.sources} if crops is not None
-                                            else {ds.reader.rows[ds.indices[p]].source for p in train_pos}),
-                    "trained_on": "image crops" if crops is not None else "sweep patches"},
-    }  # fmt: skip
-    history: list[dict[str, Any]] = []
-    start = 0
-    if resume and ckpt.exists():
-        state, side = checkpoint.load(ckpt, profile)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        history, start = side.get("history", []), int(state["epoch"]) + 1
+    base = _sidecar_base(dataset, ds, profile, config, cfg, task_spec, (lower, upper), proxy_run, proxy_side,
+                         (train_pos, held_pos, held_sources), crops)  # fmt: skip
+    history, start = _resume(ckpt, profile, model, opt) if resume and ckpt.exists() else ([], 0)
     # The weights kept are those of the epoch with the lowest held-out loss: with a few dozen
     # training images the predictor starts to memorise them long before the last epoch.
     best = min(
@@ -144,26 +193,10 @@ def train_predictor(
         if crops is not None:
             crops.set_epoch(epoch)
         loader = DataLoader(train_set, batch_size=cfg.batch, shuffle=True, generator=gen)
-        t0, total, seen = time.perf_counter(), 0.0, 0
         model.train()
-        for step, batch in enumerate(loader):
-            u = model(batch["raw"].to(device))
-            output = proxy(batch["mosaic"].to(device), batch["cfa"].to(device), u)
-            loss = task.loss(output, batch)
-            value = descend(opt, loss, epoch)
-            total += value * len(u)
-            seen += len(u)
-            if on_batch:
-                on_batch(step + 1, len(loader), value)
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(seen, 1),
-                                  "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
-        model.eval()
-        with torch.no_grad():
-            losses = []
-            for b in held_loader:
-                u = model(b["raw"].to(device))
-                losses.append(task.loss(proxy(b["mosaic"].to(device), b["cfa"].to(device), u), b).item())
-        record["held_out_loss"] = sum(losses) / len(losses) if losses else None
+        run = run_epoch(loader, lambda b: _task_loss(model, proxy, task, b, device), opt, epoch, on_batch=on_batch)
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": run.mean_loss, "seconds": round(run.seconds, 3),
+                                  "held_out_loss": _held_out_loss(model, proxy, task, held_loader, device)}  # fmt: skip
         history.append(record)
         if record["held_out_loss"] is not None and (best is None or record["held_out_loss"] < best["held_out_loss"]):
             best = record

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from hil_tune.capture.sources import photo_of
 from hil_tune.metrics import psnr_batch
@@ -31,7 +30,7 @@ from hil_tune.profiles import Profile
 from hil_tune.train import checkpoint
 from hil_tune.train.curves import plot_curves
 from hil_tune.train.data import SweepDataset, split_by_source
-from hil_tune.train.steps import descend
+from hil_tune.train.steps import run_epoch
 
 
 @dataclass
@@ -213,6 +212,50 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+def _sidecar_base(
+    dataset: Path, profile: Profile, model_cfg: ProxyConfig, cfg: TrainConfig, samples: int, split: Split, world: int
+) -> dict[str, Any]:
+    """What a proxy run's sidecar says before its first epoch: enough to load it without the dataset."""
+    return {
+        "profile": profile.name, "profile_sha256": profile.sha256, "profile_data": profile.model_dump(mode="json"),
+        "param_names": profile.space.names,
+        "encoding": checkpoint.encoding_of(profile), "model": model_cfg.as_dict(), "train": asdict(cfg),
+        "structure": STRUCTURE.get(model_cfg.kind),
+        "dataset": {"path": str(dataset), "id": dataset_id(dataset), "samples": samples},
+        "split": {"train": len(split.train), "val_sources": len(split.val_sources),
+                  "val_params": len(split.val_params), "held_out_sources": split.held_out_sources},
+        "world_size": world,
+    }  # fmt: skip
+
+
+def _resume(
+    ckpt_path: Path,
+    profile: Profile,
+    sidecar_base: dict[str, Any],
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+) -> tuple[list[dict[str, Any]], int]:
+    """Load a checkpoint of the same model and dataset into model, optimiser, scheduler and RNG;
+    returns (history so far, the epoch to start at)."""
+    state, side = checkpoint.load(ckpt_path, profile)
+    same_model = side["model"] == sidecar_base["model"] and side.get("structure", 1) == sidecar_base["structure"]
+    if not same_model or side["dataset"]["id"] != sidecar_base["dataset"]["id"]:
+        raise checkpoint.CheckpointError(f"{ckpt_path}: --resume with another model configuration or dataset")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    sidecar_base["probe"] = side.get("probe", {})
+    return side.get("history", []), int(state["epoch"]) + 1
+
+
+def _batch_loss(net: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, int]:
+    """L2 to the device's output, the paper's proxy loss."""
+    pred = net(batch["mosaic"].to(device), batch["cfa"].to(device), batch["encoded"].to(device))
+    return nn.functional.mse_loss(pred, batch["output"].to(device)), len(pred)
+
+
 def train_proxy(
     dataset: Path,
     out: Path,
@@ -238,30 +281,10 @@ def train_proxy(
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     history: list[dict[str, Any]] = []
-    start_epoch = 0
-    ckpt_path = out / "checkpoint.pt"
-    sidecar_base = {
-        "profile": profile.name, "profile_sha256": profile.sha256, "profile_data": profile.model_dump(mode="json"),
-        "param_names": profile.space.names,
-        "encoding": checkpoint.encoding_of(profile), "model": model_cfg.as_dict(), "train": asdict(cfg),
-        "structure": STRUCTURE.get(model_cfg.kind),
-        "dataset": {"path": str(dataset), "id": dataset_id(dataset), "samples": len(ds)},
-        "split": {"train": len(split.train), "val_sources": len(split.val_sources),
-                  "val_params": len(split.val_params), "held_out_sources": split.held_out_sources},
-        "world_size": world,
-    }  # fmt: skip
+    start_epoch, ckpt_path = 0, out / "checkpoint.pt"
+    sidecar_base = _sidecar_base(dataset, profile, model_cfg, cfg, len(ds), split, world)
     if resume and ckpt_path.exists():
-        state, side = checkpoint.load(ckpt_path, profile)
-        same_model = side["model"] == model_cfg.as_dict() and side.get("structure", 1) == sidecar_base["structure"]
-        if not same_model or side["dataset"]["id"] != sidecar_base["dataset"]["id"]:
-            raise checkpoint.CheckpointError(f"{ckpt_path}: --resume with another model configuration or dataset")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        history = side.get("history", [])
-        sidecar_base["probe"] = side.get("probe", {})
-        start_epoch = int(state["epoch"]) + 1
+        history, start_epoch = _resume(ckpt_path, profile, sidecar_base, model, opt, sched)
     probe = prepare_structure(model, Subset(ds, split.train), cfg, device, probe=start_epoch == 0)
     if probe is not None:
         sidecar_base["probe"] = probe
@@ -270,35 +293,25 @@ def train_proxy(
         # Pruned candidate blocks take no gradient: DDP must not wait for them.
         net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=hasattr(model, "end_epoch"))
     train_set = Subset(ds, split.train)
-    sampler = (
-        torch.utils.data.DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
-    )
+    sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
     gen = torch.Generator().manual_seed(cfg.seed)
     loaders = {
         name: DataLoader(Subset(ds, idx), batch_size=cfg.batch) for name, idx in
         (("val_sources", split.val_sources), ("val_params", split.val_params))
     }  # fmt: skip
-    loss_fn = nn.MSELoss()
     for epoch in range(start_epoch, cfg.epochs):
         gen.manual_seed(cfg.seed * 1000 + epoch)  # the epoch's order does not depend on a resume
         if sampler is not None:
             sampler.set_epoch(epoch)
         loader = DataLoader(train_set, batch_size=cfg.batch, shuffle=sampler is None, sampler=sampler, generator=gen)
-        t0, total, seen = time.perf_counter(), 0.0, 0
-        for step, batch in enumerate(loader):
-            pred = net(batch["mosaic"].to(device), batch["cfa"].to(device), batch["encoded"].to(device))
-            loss = loss_fn(pred, batch["output"].to(device))
-            value = descend(opt, loss, epoch, distributed=world > 1)
-            total += value * len(pred)
-            seen += len(pred)
-            if on_batch and rank == 0:
-                on_batch(step + 1, len(loader), value)
+        run = run_epoch(loader, lambda b: _batch_loss(net, b, device), opt, epoch, distributed=world > 1,
+                        on_batch=on_batch if rank == 0 else None)  # fmt: skip
         sched.step()
-        seconds = time.perf_counter() - t0
         pruned = model.end_epoch(epoch) if hasattr(model, "end_epoch") else {}
         if rank == 0:
-            record = {"epoch": epoch, "train_loss": total / max(seen, 1), "seconds": round(seconds, 3),
-                      "samples_per_s": round(seen * world / seconds, 3), "lr": opt.param_groups[0]["lr"]}  # fmt: skip
+            record = {"epoch": epoch, "train_loss": run.mean_loss, "seconds": round(run.seconds, 3),
+                      "samples_per_s": round(run.samples * world / run.seconds, 3),
+                      "lr": opt.param_groups[0]["lr"]}  # fmt: skip
             if hasattr(model, "structure"):
                 record["structure"] = model.structure()
                 record["pruned"] = pruned

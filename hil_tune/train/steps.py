@@ -9,6 +9,10 @@ one all-reduce, so no rank steps while another stops (which would hang the next 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable, Iterable, Sized
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -32,3 +36,35 @@ def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, epoch: int, *, distr
         raise DivergedError(f"epoch {epoch}: the loss became {value}; lower --lr (the weights kept the last step)")
     opt.step()
     return value
+
+
+@dataclass
+class EpochRun:
+    """What one pass over the training data did: the sample-weighted mean loss, samples, seconds."""
+
+    mean_loss: float
+    samples: int
+    seconds: float
+
+
+def run_epoch(
+    loader: Iterable[Any],
+    batch_loss: Callable[[Any], tuple[torch.Tensor, int]],
+    opt: torch.optim.Optimizer,
+    epoch: int,
+    *,
+    distributed: bool = False,
+    on_batch: Callable[[int, int, float], None] | None = None,
+) -> EpochRun:
+    """One epoch of `descend` steps, shared by the proxy's and the predictor's trainers (which kept
+    a copy each): `batch_loss(batch)` gives the loss and how many samples it averages."""
+    t0, total, seen = time.perf_counter(), 0.0, 0
+    steps = len(loader) if isinstance(loader, Sized) else 0
+    for step, batch in enumerate(loader):
+        loss, n = batch_loss(batch)
+        value = descend(opt, loss, epoch, distributed=distributed)
+        total += value * n
+        seen += n
+        if on_batch:
+            on_batch(step + 1, steps, value)
+    return EpochRun(total / max(seen, 1), seen, time.perf_counter() - t0)
