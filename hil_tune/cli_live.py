@@ -74,7 +74,16 @@ def live(
         signal.signal(sig, request_stop)
     with err.status("live: capture -> predict -> push (Ctrl-C stops and restores the device)"):
         summary = loop.run()
-    s = summary.as_dict()
+    _print_summary(summary.as_dict())
+    if preview is not None and kept:
+        frame_strip(kept, preview)
+        out.print(f"wrote {preview}")
+    if log is not None:
+        out.print(f"log: {log}")
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    """What a live session did: counts, per-stage latency percentiles, what it could not do."""
     lat = s["latency_ms"]
     out.print(f"{s['frames']} frames in {s['seconds']:.1f} s ({s['fps']:.1f} fps); {s['pushes']} pushes "
               f"({s['pushed_params']} values), {s['skipped_in_flight']} skipped in flight, {s['rate_limited']} "
@@ -90,8 +99,3 @@ def live(
         out.print(f"  bytes per push (median, both directions): {s['bytes_per_push']:.0f}")
     if s["restore_error"]:
         err.print(f"[red]could not restore the device's parameters:[/] {s['restore_error']}")
-    if preview is not None and kept:
-        frame_strip(kept, preview)
-        out.print(f"wrote {preview}")
-    if log is not None:
-        out.print(f"log: {log}")

@@ -74,13 +74,24 @@ def _done(summary: dict[str, Any], t0: float, **facts: Any) -> None:
 
 
 def run_demo(out: Path, cfg: DemoConfig, console: Console) -> Path:
+    """Every step in order, each a named function; the summary they fill becomes the report."""
     from hil_tune.report import write_report
 
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     summary: dict[str, Any] = {"config": asdict(cfg), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    _render_step(out, cfg, console, summary)
+    _capture_step(out, cfg, console, summary)
+    held = _proxy_step(out, cfg, console, summary)
+    _predictor_step(out, cfg, console, summary, held)
+    _live_step(out, cfg, console, summary, held[0])
+    summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return write_report(out, summary)
 
+
+def _render_step(out: Path, cfg: DemoConfig, console: Console, summary: dict[str, Any]) -> None:
     t = _step(
         console, summary, "render", "bundled photos (unprocessed to RAW) and HIL_TUNE_RAW_DIR files, default parameters"
     )
@@ -92,10 +103,11 @@ def run_demo(out: Path, cfg: DemoConfig, console: Console) -> Path:
         artefacts={"contact_sheet": str(sheet.relative_to(out))},
     )
 
+
+def _capture_step(out: Path, cfg: DemoConfig, console: Console, summary: dict[str, Any]) -> None:
     t = _step(console, summary, "capture", "Latin-hypercube sweep on the simulator")
-    profile = load_profile("synthetic")
     plan = build_plan(
-        profile,
+        load_profile("synthetic"),
         resolve_sources(["bundled"]),
         samples_per_source=cfg.samples_per_source,
         patch=cfg.patch,
@@ -118,7 +130,7 @@ def run_demo(out: Path, cfg: DemoConfig, console: Console) -> Path:
     reader = DatasetReader(out / "sweep")
     info = dataset_info(reader)
     (out / "sweep" / "info.json").write_text(json.dumps(info, indent=1))
-    sheet = preview(reader, out / "sweep" / "preview.png", sources=6, per_source=6)
+    preview(reader, out / "sweep" / "preview.png", sources=6, per_source=6)
     _done(
         summary,
         t,
@@ -132,6 +144,9 @@ def run_demo(out: Path, cfg: DemoConfig, console: Console) -> Path:
         artefacts={"preview": "sweep/preview.png", "info": "sweep/info.json"},
     )
 
+
+def _proxy_step(out: Path, cfg: DemoConfig, console: Console, summary: dict[str, Any]) -> list[str]:
+    """Train the proxy and measure it; returns the photos it held out (the predictor's too)."""
     t = _step(console, summary, "proxy", "train the grey-box proxy, then measure it against the ISP")
     tcfg = TrainConfig(
         epochs=cfg.proxy_epochs, batch=8, optimizer="adam", lr=1e-3, val_sources=cfg.held_out_share, seed=cfg.seed
@@ -142,7 +157,9 @@ def run_demo(out: Path, cfg: DemoConfig, console: Console) -> Path:
         def epoch_done(r: dict[str, Any]) -> None:
             bar.update(task, advance=1, info=f"unseen images {r['val_sources_psnr']:.2f} dB")
 
-        final = train_proxy(out / "sweep", out / "proxy", profile, ProxyConfig(), tcfg, on_epoch=epoch_done)
+        final = train_proxy(
+            out / "sweep", out / "proxy", load_profile("synthetic"), ProxyConfig(), tcfg, on_epoch=epoch_done
+        )
     with console.status("fidelity report: sensitivity curves and rank agreement on the ISP"):
         rep = evaluate_proxy(
             out / "proxy",
@@ -169,7 +186,10 @@ def run_demo(out: Path, cfg: DemoConfig, console: Console) -> Path:
             "report": "proxy/report/report.json",
         },
     )
+    return final["split"]["held_out_sources"]
 
+
+def _predictor_step(out: Path, cfg: DemoConfig, console: Console, summary: dict[str, Any], held: list[str]) -> None:
     t = _step(console, summary, "predictor", "train the attention-aware predictor, evaluate on the real ISP")
     with progress(TextColumn("{task.fields[info]}"), console=console) as bar:
         task = bar.add_task("predictor epochs", total=cfg.predictor_epochs, info="")
@@ -182,7 +202,6 @@ def run_demo(out: Path, cfg: DemoConfig, console: Console) -> Path:
             PredictorTrainConfig(epochs=cfg.predictor_epochs, seed=cfg.seed),
             on_epoch=lambda r: bar.update(task, advance=1, info=f"loss {r['train_loss']:.4f}"),
         )
-    held = final["split"]["held_out_sources"]
     with console.status("expert and oracle settings by CMA-ES on the real ISP, then the table"):
         table = evaluate_predictor(
             out / "predictor",
@@ -214,8 +233,10 @@ def run_demo(out: Path, cfg: DemoConfig, console: Console) -> Path:
         },
     )
 
+
+def _live_step(out: Path, cfg: DemoConfig, console: Console, summary: dict[str, Any], scene: str) -> None:
     t = _step(console, summary, "live", "per-frame parameters pushed to the emulated serial board")
-    live = _live(out, cfg, held[0], console)
+    live = _live(out, cfg, scene, console)
     _done(
         summary,
         t,
@@ -224,10 +245,6 @@ def run_demo(out: Path, cfg: DemoConfig, console: Console) -> Path:
         facts=live,
         artefacts={"preview": "live/preview.gif", "log": "live/live.jsonl"},
     )
-
-    summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    return write_report(out, summary)
 
 
 def _live(out: Path, cfg: DemoConfig, scene: str, console: Console) -> dict[str, Any]:

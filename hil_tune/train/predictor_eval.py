@@ -229,21 +229,8 @@ def evaluate_predictor(
     check_size(size, size, f"--size {size}")
     model, side, profile = load_predictor(run_dir)
     stage = proxy_stage(side, profile, proxy_steps, proxy_run) if refine_queries else None
-    held = resolve_sources(images)
-    train_ids = set(side["dataset"]["train_sources"])
-    train_photos = {photo_of(i) for i in train_ids}
-    leaked = [s.id for s in held if photo_of(s.id) in train_photos]
-    if leaked:
-        raise InputError(f"held-out images must not show a training photo (any draw): {', '.join(leaked)}")
+    held_frames, train_frames = _scored_frames(images, side, profile, size, seed, train_images)
     lower, upper = np.asarray(side["region"]["lower"]), np.asarray(side["region"]["upper"])
-
-    def prepared(sources: list[Source]) -> list[tuple[str, RawFrame, np.ndarray]]:
-        return [(s.id, *reference_frame(s, profile, size, seed, needed_for="evaluation")) for s in sources]
-
-    held_frames = prepared(held)
-    # The expert's images: one draw of each photo first, then further draws, up to `train_images`.
-    by_spread = sorted(train_ids, key=lambda i: (source_from_id(i).draw, i))
-    train_frames = prepared([source_from_id(i) for i in by_spread[:train_images]])
     isp = renderer or CachedRenderer(BuiltinRenderer(profile, run_firmware(side), workers), cache)
     if isinstance(isp, DeviceRenderer) and not isp.raw_injection:
         raise InputError(f"{isp.info.driver}: evaluation needs a device that takes injected RAW frames")
@@ -266,10 +253,7 @@ def evaluate_predictor(
             for k, n in used.items():
                 queries[k] = queries.get(k, 0) + n
             rows.append({"image": name, **row})
-            preview = np.clip(frame.normalized()[::2, ::2] ** (1 / 2.2) * 255, 0, 255).astype(np.uint8)
-            cells = [("input (RAW)", np.repeat(preview[..., None], 3, axis=2))]
-            cells += [(f"{k} {row[k]['psnr']:.1f}dB", v) for k, v in outputs.items()] + [("reference", ref)]
-            grid.append((_label(name), cells))
+            grid.append(_grid_row(name, frame, row, outputs, ref))
     finally:
         if renderer is None:
             isp.close()
@@ -282,10 +266,69 @@ def evaluate_predictor(
         "device": isp.describe(),
         "size": size,
         "held_out_images": [r["image"] for r in rows],
+        **_described(
+            expert_budget, [n for n, _, _ in train_frames], expert, expert_loss, oracle_budget, stage, refine_queries
+        ),
+        "optimiser": f"CMA-ES (cma {cma.__version__}), popsize 8, inside the dataset's region",
+        "summary": summary,
+        "wins_over_expert_by_loss": wins,
+        "per_image": rows,
+        "queries": {"default": len(rows), "predicted": len(rows), **queries},
+        "isp_renders": getattr(isp, "renders", isp.calls),
+        "margins_db": _margins(summary, refine_queries),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(markdown(report))
+    contact_sheet(grid, tile=150).save(out / "grid.png")
+    return report
+
+
+def _scored_frames(
+    images: list[str], side: dict[str, Any], profile: Profile, size: int, seed: int, train_images: int
+) -> tuple[list[tuple[str, RawFrame, np.ndarray]], list[tuple[str, RawFrame, np.ndarray]]]:
+    """(held-out frames, the expert's training frames), each (id, RAW crop, 8-bit reference). A
+    held-out image that shows a training photo, in any draw, is refused. The expert's images: one
+    draw of each photo first, then further draws, up to `train_images`."""
+    held = resolve_sources(images)
+    train_ids = set(side["dataset"]["train_sources"])
+    train_photos = {photo_of(i) for i in train_ids}
+    leaked = [s.id for s in held if photo_of(s.id) in train_photos]
+    if leaked:
+        raise InputError(f"held-out images must not show a training photo (any draw): {', '.join(leaked)}")
+
+    def prepared(sources: list[Source]) -> list[tuple[str, RawFrame, np.ndarray]]:
+        return [(s.id, *reference_frame(s, profile, size, seed, needed_for="evaluation")) for s in sources]
+
+    by_spread = sorted(train_ids, key=lambda i: (source_from_id(i).draw, i))
+    return prepared(held), prepared([source_from_id(i) for i in by_spread[:train_images]])
+
+
+def _grid_row(
+    name: str, frame: RawFrame, row: dict[str, Any], outputs: dict[str, np.ndarray], ref: np.ndarray
+) -> tuple[str, list[tuple[str, np.ndarray]]]:
+    """One row of the contact sheet: the RAW input, each method's output with its PSNR, the reference."""
+    preview = np.clip(frame.normalized()[::2, ::2] ** (1 / 2.2) * 255, 0, 255).astype(np.uint8)
+    cells = [("input (RAW)", np.repeat(preview[..., None], 3, axis=2))]
+    cells += [(f"{k} {row[k]['psnr']:.1f}dB", v) for k, v in outputs.items()] + [("reference", ref)]
+    return _label(name), cells
+
+
+def _described(
+    expert_budget: int,
+    train_names: list[str],
+    expert: ParamDict,
+    expert_loss: float,
+    oracle_budget: int,
+    stage: Any,
+    refine_queries: tuple[int, ...],
+) -> dict[str, Any]:
+    """What each row of the table is, for the report: budgets, starts, methods."""
+    return {
         "expert": {
             "budget_evaluations": expert_budget,
             "method": "zeroth-order tuning on the device (CMA-ES over the training images)",
-            "train_images": [n for n, _, _ in train_frames],
+            "train_images": train_names,
             "params": expert,
             "objective": expert_loss,
         },
@@ -304,19 +347,7 @@ def evaluate_predictor(
             "proxy_stage": stage.describe() if stage else None,
             "queries_per_image": list(refine_queries),
         },
-        "optimiser": f"CMA-ES (cma {cma.__version__}), popsize 8, inside the dataset's region",
-        "summary": summary,
-        "wins_over_expert_by_loss": wins,
-        "per_image": rows,
-        "queries": {"default": len(rows), "predicted": len(rows), **queries},
-        "isp_renders": getattr(isp, "renders", isp.calls),
-        "margins_db": _margins(summary, refine_queries),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(markdown(report))
-    contact_sheet(grid, tile=150).save(out / "grid.png")
-    return report
 
 
 def _margins(summary: dict[str, dict[str, float]], refine_queries: tuple[int, ...]) -> dict[str, float]:

@@ -16,6 +16,7 @@ with the firmware variant recorded in the dataset), so the same report works on 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from hil_tune.drivers.registry import create_driver
 from hil_tune.errors import InputError
 from hil_tune.metrics import psnr
 from hil_tune.models.isp_blocks import CFAS
-from hil_tune.params import ParamDict
+from hil_tune.params import ParamDict, Region
 from hil_tune.profiles import Profile
 from hil_tune.raw import RawFrame
 from hil_tune.train.data import SweepDataset
@@ -99,6 +100,60 @@ def device_for(ds: SweepDataset, profile: Profile, driver: str | None, options: 
     return create_driver(driver, profile, **options)
 
 
+def fidelity(
+    proxy: ProxyRunner, ds: SweepDataset, groups: dict[str, list[int]]
+) -> tuple[dict[str, Any], list[tuple[str, np.ndarray, np.ndarray]]]:
+    """PSNR and SSIM of the proxy against the recorded device outputs, per group of held-out
+    positions; and up to four (label, device, proxy) images to show."""
+    found: dict[str, Any] = {}
+    shown: list[tuple[str, np.ndarray, np.ndarray]] = []
+    for name, positions in groups.items():
+        psnrs, ssims = [], []
+        for pos in positions:
+            sample = ds.reader.sample(ds.indices[pos])
+            pred = proxy(sample.frame(), [sample.meta["params_applied"]])[0]
+            target = sample.output.astype(np.float32) / 255
+            psnrs.append(psnr(pred, target))
+            ssims.append(float(structural_similarity(pred, target, channel_axis=-1, data_range=1.0)))
+            if len(shown) < 4:
+                shown.append((f"#{sample.index} {pred.shape[1]}px", target, pred))
+        found[name] = {"psnr": _stats(psnrs), "ssim": _stats(ssims)}
+    return found, shown
+
+
+def sensitivity(
+    proxy: ProxyRunner,
+    on_device: Callable[[RawFrame, ParamDict], np.ndarray],
+    frame: RawFrame,
+    base: ParamDict,
+    profile: Profile,
+    region: Region,
+    points: int,
+    only: list[str] | None,
+) -> dict[str, Any]:
+    """One knob at a time across the region around `base`: device and proxy mean levels, and the
+    PSNR between them at each value."""
+    curves: dict[str, Any] = {}
+    for j, spec in enumerate(profile.space):
+        if only is not None and spec.name not in only:
+            continue
+        values = sorted(
+            {spec.decode(u) for u in np.linspace(region.lower[j], region.upper[j], points)}, key=spec.encode
+        )
+        if len(values) < 2:
+            continue
+        sets = [{**base, spec.name: v} for v in values]
+        dev = [on_device(frame, p) for p in sets]
+        prx = proxy(frame, sets)
+        curves[spec.name] = {
+            "values": values,
+            "device_mean": [float(d.mean()) for d in dev],
+            "proxy_mean": [float(q.mean()) for q in prx],
+            "psnr": [psnr(q, d) for q, d in zip(prx, dev, strict=True)],
+        }
+    return curves
+
+
 def evaluate_proxy(
     run_dir: Path,
     dataset: Path,
@@ -129,20 +184,9 @@ def evaluate_proxy(
     report: dict[str, Any] = {"run": str(run_dir), "model": side["model"], "dataset": str(dataset), "note": note}
 
     # 1. Fidelity on held-out samples, from the recorded device outputs.
-    fidelity: dict[str, Any] = {}
-    shown: list[tuple[str, np.ndarray, np.ndarray]] = []
-    for name, positions in (("unseen_images", split.val_sources), ("unseen_settings", split.val_params)):
-        psnrs, ssims = [], []
-        for pos in positions:
-            sample = ds.reader.sample(ds.indices[pos])
-            pred = proxy(sample.frame(), [sample.meta["params_applied"]])[0]
-            target = sample.output.astype(np.float32) / 255
-            psnrs.append(psnr(pred, target))
-            ssims.append(float(structural_similarity(pred, target, channel_axis=-1, data_range=1.0)))
-            if len(shown) < 4:
-                shown.append((f"#{sample.index} {pred.shape[1]}px", target, pred))
-        fidelity[name] = {"psnr": _stats(psnrs), "ssim": _stats(ssims)}
-    report["fidelity"] = fidelity
+    report["fidelity"], shown = fidelity(
+        proxy, ds, {"unseen_images": split.val_sources, "unseen_settings": split.val_params}
+    )
 
     held = [ds.indices[p] for p in (split.val_sources or split.val_params)]
     region = ds.reader.plan.sampling_box()
@@ -154,26 +198,8 @@ def evaluate_proxy(
 
         # 2. Sensitivity: one parameter at a time around the first held-out sample.
         base_sample = ds.reader.sample(held[0])
-        base_frame, base = base_sample.frame(), dict(base_sample.meta["params_applied"])
-        curves: dict[str, Any] = {}
-        for j, spec in enumerate(profile.space):
-            if sensitivity_params is not None and spec.name not in sensitivity_params:
-                continue
-            lo, hi = region.lower[j], region.upper[j]
-            values = sorted(
-                {spec.decode(u) for u in np.linspace(lo, hi, sensitivity_points)}, key=lambda v: spec.encode(v)
-            )
-            if len(values) < 2:
-                continue
-            sets = [{**base, spec.name: v} for v in values]
-            dev = [on_device(base_frame, p) for p in sets]
-            prx = proxy(base_frame, sets)
-            curves[spec.name] = {
-                "values": values,
-                "device_mean": [float(d.mean()) for d in dev],
-                "proxy_mean": [float(q.mean()) for q in prx],
-                "psnr": [psnr(q, d) for q, d in zip(prx, dev, strict=True)],
-            }
+        curves = sensitivity(proxy, on_device, base_sample.frame(), dict(base_sample.meta["params_applied"]), profile,
+                             region, sensitivity_points, sensitivity_params)  # fmt: skip
         budget = error_budget(proxy, ds, split.val_sources or split.val_params, profile, curves)
         report["sensitivity"], report["error_budget"] = curves, budget
 
