@@ -125,7 +125,7 @@ def _predictor_body(out: Path, facts: dict[str, Any], art: dict[str, str]) -> li
     tab = facts.get("table", {})
     parts.append(
         table(
-            ["method", "mean PSNR (dB)", "mean SSIM"],
+            ["method", "mean PSNR (dB)", "mean SSIM", "mean loss (optimised)"],
             [
                 [_e(m), _num(v["psnr"]), _num(v["ssim"], "{:.3f}"), _num(v.get("loss"), "{:.4f}")]
                 for m, v in tab.items()

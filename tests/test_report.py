@@ -47,7 +47,7 @@ def fake_run(out):
              "artefacts": {"curves": "proxy/curves.png", "sensitivity": "proxy/report/sensitivity.png",
                            "side_by_side": "proxy/report/side_by_side.png"}},
             {"name": "predictor", "what": "attention", "seconds": 120, "command": "hil-tune train predictor ...",
-             "facts": {"table": {m: {"psnr": 20.0 + i, "ssim": 0.8} for i, m in
+             "facts": {"table": {m: {"psnr": 20.0 + i, "ssim": 0.8, "loss": 0.3 - i / 20} for i, m in
                                  enumerate(("default", "expert", "predicted", "oracle"))},
                        "margins_db": {"predicted_minus_expert": 1.0, "expert_minus_default": 1.0,
                                       "oracle_minus_predicted": 1.0}, "expert_budget": 24, "oracle_budget": 12},
@@ -89,3 +89,15 @@ def test_a_missing_figure_is_named_not_silently_dropped(tmp_path):
     (tmp_path / "sweep/preview.png").unlink()
     html = write_report(tmp_path, run).read_text()
     assert "missing figure: sweep/preview.png" in html
+
+
+def test_every_table_has_as_many_header_cells_as_each_row_has_cells(tmp_path):
+    """A column without a header (the predictor's loss had none) is a table a reader misreads."""
+    html = write_report(tmp_path, fake_run(tmp_path)).read_text()
+    tables = re.findall(r"<table.*?</table>", html, flags=re.S)
+    assert len(tables) == 6
+    for t in tables:
+        header = len(re.findall(r"<th[ >]", t))
+        rows = [len(re.findall(r"<td[ >]", r)) for r in re.findall(r"<tr>(?:(?!<th).)*?</tr>", t, flags=re.S)]
+        assert rows and all(n == header for n in rows), (header, rows, t[:300])
+    assert "mean loss (optimised)" in html
