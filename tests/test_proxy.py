@@ -21,7 +21,7 @@ from hil_tune.models.isp_blocks import CFAS, jpeg
 from hil_tune.models.proxy import GreyboxProxy, ProxyConfig, build_proxy
 from hil_tune.profiles import load_profile
 from hil_tune.train import checkpoint
-from hil_tune.train.proxy_train import TrainConfig, load_proxy, train_proxy
+from hil_tune.train.proxy_train import TrainConfig, load_proxy, prepare_structure, train_proxy
 
 
 @pytest.fixture(scope="module")
@@ -199,18 +199,29 @@ def test_foreign_firmware_is_a_different_isp_on_the_same_knobs(synthetic):
     assert brighter.mean() > b.mean()  # the knobs still do what they say
 
 
-def test_training_freezes_the_denoiser_scales_only_when_it_caches_the_filter(tmp_path):
-    """With the cache (the default), the collaborative filter's two noise scales are what the
-    structure probe left (here no probe: their prior, 0); without it they keep learning. The
-    sweep has noise reduction on (the shared fast sweep holds it off)."""
-    from capture_helpers import FAST_PROFILE
-
-    root, prof = fast_sweep(
-        tmp_path, FAST_PROFILE.replace("filter-strength = [0.0, 0.0]", "filter-strength = [0.5, 1.5]")
-    )
-    model_cfg = ProxyConfig(width=8, depth=2)
-    for name, mib in (("cached", 2048), ("plain", 0)):
-        cfg = TrainConfig(epochs=1, batch=8, optimizer="adam", lr=1e-3, probe_steps=0, denoise_cache_mib=mib)
-        train_proxy(root, tmp_path / name, prof, model_cfg, cfg)
-    cached, plain = (load_proxy(tmp_path / name)[0].nr_log_var for name in ("cached", "plain"))
-    assert torch.equal(cached, torch.zeros(2)) and plain.abs().min() > 0
+def test_training_freezes_the_denoiser_scales_only_when_it_caches_the_filter(synthetic):
+    """What train_proxy does before its first epoch (prepare_structure): with the cache (the
+    default) the collaborative filter's two noise scales stay what the probe left (here no probe:
+    their prior, 0); without it they keep learning. Noise reduction on, so the filter acts."""
+    frames = [bundled_frame(n).center_crop(32, 32) for n in ("chelsea", "coffee", "astronaut", "rocket")]
+    mosaic = torch.stack([torch.from_numpy(f.normalized())[None] for f in frames])
+    cfa = torch.tensor([CFAS.index(f.cfa) for f in frames])
+    u = torch.tensor(synthetic.space.sample_lhc(4, seed=3, region=synthetic.get_region("plausible")),
+                     dtype=torch.float32)  # fmt: skip
+    u[:, synthetic.space.names.index("filter-strength")] = 0.6
+    target = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    scales = {}
+    for mib in (2048, 0):
+        torch.manual_seed(0)
+        model = GreyboxProxy(synthetic, ProxyConfig(width=8, depth=2))
+        model.fix_standard()
+        prepare_structure(model, None, TrainConfig(probe_steps=0, denoise_cache_mib=mib), torch.device("cpu"),
+                          probe=False)  # fmt: skip
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(2):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(mosaic, cfa, u), target).backward()
+            opt.step()
+        scales[mib] = model.nr_log_var.detach().clone()
+        assert (model.denoise_cache is not None) == (mib > 0)
+    assert torch.equal(scales[2048], torch.zeros(2)) and scales[0].abs().min() > 0
