@@ -29,9 +29,12 @@ def test_the_curve_starts_at_the_profile_curve_and_stays_monotone(curve):
     x = torch.linspace(0, 1, 20001)
     expected = torch.tensor(apply_curve(x.double().numpy(), curve, 2.2))
     assert (c(x).double() - expected).abs().max() * 255 < 0.25  # a quarter of an 8-bit step
-    with torch.no_grad():
-        c.steps.add_(torch.randn_like(c.steps) * 3)
-    assert (c(x).diff() >= 0).all()
+    with torch.no_grad():  # a seeded draw: the test must not depend on which tests ran before it
+        c.steps.add_(torch.randn(c.steps.shape, generator=torch.Generator().manual_seed(0)) * 3)
+    # Monotone up to float32 rounding: interpolating between two knots a softplus of -9 apart can
+    # step back by an ulp (CI saw it with an unseeded draw); a curve that really falls drops by
+    # far more than 1e-6.
+    assert (c(x).diff() >= -1e-6).all()
 
 
 def test_detail_mixing_spans_per_channel_and_luminance_sharpening():
