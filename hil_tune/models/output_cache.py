@@ -25,9 +25,9 @@ def digest(*parts: Tensor) -> bytes:
     """One key for the bytes, shapes and dtypes of these tensors (each a single sample's)."""
     h = hashlib.blake2b(digest_size=20)
     for part in parts:
-        t = part.detach().contiguous().cpu()
+        t = part.detach().cpu().contiguous()
         h.update(repr((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # the raw bytes, whatever the dtype
     return h.digest()
 
 
@@ -43,10 +43,6 @@ class OutputCache:
 
     def __len__(self) -> int:
         return len(self._store)
-
-    def clear(self) -> None:
-        self._store.clear()
-        self.bytes = 0
 
     def batch(self, keys: list[bytes], compute: Callable[[int], Tensor]) -> Tensor:
         """The outputs for a batch whose sample i has key keys[i]: cached ones read back, the

@@ -285,14 +285,14 @@ def train_proxy(
     sidecar_base = _sidecar_base(dataset, profile, model_cfg, cfg, len(ds), split, world)
     if resume and ckpt_path.exists():
         history, start_epoch = _resume(ckpt_path, profile, sidecar_base, model, opt, sched)
-    probe = prepare_structure(model, Subset(ds, split.train), cfg, device, probe=start_epoch == 0)
+    train_set = Subset(ds, split.train)
+    probe = prepare_structure(model, train_set, cfg, device, probe=start_epoch == 0)
     if probe is not None:
         sidecar_base["probe"] = probe
     net: nn.Module = model
     if world > 1:
         # Pruned candidate blocks take no gradient: DDP must not wait for them.
         net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=hasattr(model, "end_epoch"))
-    train_set = Subset(ds, split.train)
     sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
     gen = torch.Generator().manual_seed(cfg.seed)
     loaders = {
