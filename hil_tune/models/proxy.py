@@ -363,11 +363,15 @@ class GreyboxProxy(nn.Module):
         display, linear = self.develop(self.denoise(mosaic, cfa, u), cfa, u)
         return self.compress(display), linear
 
-    def forward(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> Tensor:
+    def with_blocks(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """(the proxy's output, its declared blocks' output alone): one pass gives both, so an
+        error budget costs no second run of the denoiser."""
         _check(mosaic, self.config.depth)
-        display, linear = self.develop(self.denoise(mosaic, cfa, u), cfa, u)
-        display = self.compress(display)
-        return display + self.residual(torch.cat([display, linear, mosaic], 1), emb=self.embed(u))
+        display, linear = self.structural(mosaic, cfa, u)
+        return display + self.residual(torch.cat([display, linear, mosaic], 1), emb=self.embed(u)), display
+
+    def forward(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> Tensor:
+        return self.with_blocks(mosaic, cfa, u)[0]
 
 
 def _check(mosaic: Tensor, depth: int) -> None:

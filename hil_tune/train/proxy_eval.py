@@ -53,31 +53,38 @@ class ProxyRunner:
     def __init__(self, model: torch.nn.Module, profile: Profile) -> None:
         self.model, self.space = model, profile.space
 
-    @torch.no_grad()
-    def __call__(self, frame: RawFrame, params_list: list[ParamDict], *, blocks_only: bool = False) -> list[np.ndarray]:
-        """The proxy's outputs for one frame under each parameter set; `blocks_only`: a grey-box's
-        declared blocks without its residual network (`GreyboxProxy.structural`)."""
+    def _batch(self, frame: RawFrame, params_list: list[ParamDict]) -> tuple[torch.Tensor, ...]:
         mosaic = torch.from_numpy(frame.normalized())[None, None].repeat(len(params_list), 1, 1, 1)
         cfa = torch.full((len(params_list),), CFAS.index(frame.cfa))
         u = torch.tensor(np.stack([self.space.encode(p) for p in params_list]), dtype=torch.float32)
-        out = (self.model.structural(mosaic, cfa, u)[0] if blocks_only else self.model(mosaic, cfa, u)).clamp(0, 1)
-        return [o.permute(1, 2, 0).numpy() for o in out]
+        return mosaic, cfa, u
+
+    @staticmethod
+    def _images(out: torch.Tensor) -> list[np.ndarray]:
+        return [o.permute(1, 2, 0).numpy() for o in out.clamp(0, 1)]
+
+    @torch.no_grad()
+    def __call__(self, frame: RawFrame, params_list: list[ParamDict]) -> list[np.ndarray]:
+        """The proxy's outputs for one frame under each parameter set."""
+        return self._images(self.model(*self._batch(frame, params_list)))
+
+    @torch.no_grad()
+    def with_blocks(self, frame: RawFrame, params: ParamDict) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the proxy's output, a grey-box's declared blocks alone or None) in one forward pass."""
+        batch = self._batch(frame, [params])
+        if not hasattr(self.model, "with_blocks"):
+            return self._images(self.model(*batch))[0], None
+        full, blocks = self.model.with_blocks(*batch)
+        return self._images(full)[0], self._images(blocks)[0]
 
 
-def error_budget(
-    proxy: ProxyRunner, ds: SweepDataset, positions: list[int], profile: Profile, curves: dict[str, Any]
-) -> dict[str, Any] | None:
+def error_budget(blocks_psnrs: list[float] | None, profile: Profile, curves: dict[str, Any]) -> dict[str, Any] | None:
     """Where a grey-box's error is, from the device's outputs alone (so it works on any device):
-    its learnt blocks without the residual network against the whole proxy on the unseen images,
-    and, per block (the profile's knob groups), the worst and mean PSNR of its knobs' sensitivity
-    curves. None for a proxy without blocks (the U-Net)."""
-    if not hasattr(proxy.model, "structural"):
+    its learnt blocks without the residual network on the unseen images (PSNRs from the fidelity
+    pass), against the whole proxy, and, per block (the profile's knob groups), the worst and
+    mean PSNR of its knobs' sensitivity curves. None for a proxy without blocks (the U-Net)."""
+    if blocks_psnrs is None:
         return None
-    psnrs = []
-    for pos in positions:
-        sample = ds.reader.sample(ds.indices[pos])
-        pred = proxy(sample.frame(), [sample.meta["params_applied"]], blocks_only=True)[0]
-        psnrs.append(psnr(pred, sample.output.astype(np.float32) / 255))
     by_block: dict[str, dict[str, Any]] = {}
     for spec in profile.space:
         if spec.name in curves:
@@ -90,7 +97,7 @@ def error_budget(
     }
     note = ("blocks without residual: the grey-box's declared and learnt blocks alone on the unseen images; "
             "by_block: the sensitivity curves' PSNR grouped by the profile's knob groups, worst first")  # fmt: skip
-    return {"blocks_without_residual_psnr": _stats(psnrs), "by_block": blocks, "note": note}
+    return {"blocks_without_residual_psnr": _stats(blocks_psnrs), "by_block": blocks, "note": note}
 
 
 def device_for(ds: SweepDataset, profile: Profile, driver: str | None, options: dict[str, Any]) -> Driver:
@@ -102,23 +109,28 @@ def device_for(ds: SweepDataset, profile: Profile, driver: str | None, options: 
 
 def fidelity(
     proxy: ProxyRunner, ds: SweepDataset, groups: dict[str, list[int]]
-) -> tuple[dict[str, Any], list[tuple[str, np.ndarray, np.ndarray]]]:
+) -> tuple[dict[str, Any], list[tuple[str, np.ndarray, np.ndarray]], dict[str, list[float] | None]]:
     """PSNR and SSIM of the proxy against the recorded device outputs, per group of held-out
-    positions; and up to four (label, device, proxy) images to show."""
+    positions; up to four (label, device, proxy) images to show; and per group the PSNRs of a
+    grey-box's blocks alone, from the same forward passes (None for a proxy without blocks)."""
     found: dict[str, Any] = {}
     shown: list[tuple[str, np.ndarray, np.ndarray]] = []
+    blocks_psnrs: dict[str, list[float] | None] = {}
     for name, positions in groups.items():
-        psnrs, ssims = [], []
+        psnrs, ssims, alone = [], [], []
         for pos in positions:
             sample = ds.reader.sample(ds.indices[pos])
-            pred = proxy(sample.frame(), [sample.meta["params_applied"]])[0]
+            pred, blocks = proxy.with_blocks(sample.frame(), sample.meta["params_applied"])
             target = sample.output.astype(np.float32) / 255
             psnrs.append(psnr(pred, target))
             ssims.append(float(structural_similarity(pred, target, channel_axis=-1, data_range=1.0)))
+            if blocks is not None:
+                alone.append(psnr(blocks, target))
             if len(shown) < 4:
                 shown.append((f"#{sample.index} {pred.shape[1]}px", target, pred))
         found[name] = {"psnr": _stats(psnrs), "ssim": _stats(ssims)}
-    return found, shown
+        blocks_psnrs[name] = alone if hasattr(proxy.model, "with_blocks") else None
+    return found, shown, blocks_psnrs
 
 
 def sensitivity(
@@ -184,7 +196,7 @@ def evaluate_proxy(
     report: dict[str, Any] = {"run": str(run_dir), "model": side["model"], "dataset": str(dataset), "note": note}
 
     # 1. Fidelity on held-out samples, from the recorded device outputs.
-    report["fidelity"], shown = fidelity(
+    report["fidelity"], shown, blocks_psnrs = fidelity(
         proxy, ds, {"unseen_images": split.val_sources, "unseen_settings": split.val_params}
     )
 
@@ -200,7 +212,9 @@ def evaluate_proxy(
         base_sample = ds.reader.sample(held[0])
         curves = sensitivity(proxy, on_device, base_sample.frame(), dict(base_sample.meta["params_applied"]), profile,
                              region, sensitivity_points, sensitivity_params)  # fmt: skip
-        budget = error_budget(proxy, ds, split.val_sources or split.val_params, profile, curves)
+        budget = error_budget(
+            blocks_psnrs["unseen_images" if split.val_sources else "unseen_settings"], profile, curves
+        )
         report["sensitivity"], report["error_budget"] = curves, budget
 
         # 3. Rank agreement of losses against the reference over parameter sets.
