@@ -130,7 +130,7 @@ def main() -> int:
             for setup in ("all", "probed", "cached") if kind == "greybox" else ("all",):
                 name = f"{kind}/{device}" + ("" if kind != "greybox" else f"/{setup}")
                 f = train_rates(profile, kind, device, samples=64 if gpu else 16, epochs=4 if gpu else 3, setup=setup)
-                if setup in ("all", "cached"):
+                if setup == "all":  # inference runs no cache and no training choice: one figure per kind
                     f["inference_ms_per_512"] = round(inference_ms(profile, kind, device, repeats=10 if gpu else 2), 1)
                 figures[name] = f
                 print(f"{name:22} train {f['first_epoch_samples_per_s']:7.1f} first epoch, "
