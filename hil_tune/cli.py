@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hil_tune import cli_capture, cli_devices, cli_live, cli_train
+from hil_tune import cli_capture, cli_devices, cli_live, cli_refine, cli_train
 from hil_tune.cli_common import err, out, parse_sets, read_params_file
 from hil_tune.errors import HilTuneError, ProfileError
 from hil_tune.outputs import check_output
@@ -30,6 +30,7 @@ cli_devices.register(app)
 cli_capture.register(app)
 cli_train.register(app)
 cli_live.register(app)
+cli_refine.register(app)
 
 _state = {"debug": False}
 

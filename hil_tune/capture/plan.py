@@ -6,7 +6,8 @@ the encoded unit cube, restricted to a sampling region, and are snapped to the p
 
 Regions: `full` (the paper's operational ranges), a named `[region.NAME]` box of the profile, or
 `around` given parameter sets (a box of +-radius in encoded units around each, clipped to the
-cube), which the predictor's active resampling uses.
+cube), shared by every source or each source's own (`hil-tune refine` samples around what the
+predictor chose for that very image).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class RegionSpec(BaseModel):
     upper: tuple[float, ...] = ()
     centers: list[dict[str, float | str]] = []
     radius: float | None = None
+    # source id -> that source's own centres (refine); empty when the centres are shared
+    centers_by_source: dict[str, list[dict[str, float | str]]] = {}
 
 
 class Plan(BaseModel):
@@ -92,17 +95,20 @@ class Plan(BaseModel):
 
 
 def around_boxes(
-    profile: Profile, centers: Sequence[Mapping[str, object]], radius: float
+    profile: Profile, centers: Sequence[Mapping[str, object]], radius: float, within: Region | None = None
 ) -> list[tuple[np.ndarray, np.ndarray, ParamDict]]:
+    """A box of +-radius (encoded) around each centre, clipped to the cube or to `within`."""
     if not 0 < radius <= 1:
         raise ParameterError(f"--radius {radius}: must be in (0, 1] (encoded units)")
     if not centers:
         raise ParameterError("--around: no parameter sets given")
+    n = len(profile.space)
+    lo, hi = (np.zeros(n), np.ones(n)) if within is None else (np.asarray(within.lower), np.asarray(within.upper))
     boxes = []
     for c in centers:
         full, _ = profile.space.validate(c)
-        u = profile.space.encode(full)
-        boxes.append((np.clip(u - radius, 0, 1), np.clip(u + radius, 0, 1), full))
+        u = np.clip(profile.space.encode(full), lo, hi)
+        boxes.append((np.clip(u - radius, lo, hi), np.clip(u + radius, lo, hi), full))
     return boxes
 
 
@@ -114,12 +120,18 @@ def build_plan(
     seed: int = 0,
     patch: int = 512,
     region: str = "plausible",
-    around: Sequence[Mapping[str, object]] | None = None,
+    around: Sequence[Mapping[str, object]] | Mapping[str, Sequence[Mapping[str, object]]] | None = None,
     radius: float = 0.1,
     shard_size: int = 64,
+    within: Region | None = None,
 ) -> Plan:
     """Each source gets `samples_per_source` LHC parameter sets (its own seeded hypercube), sample j
-    on patch j mod n_patches of that source, so both the parameters and the image content spread."""
+    on patch j mod n_patches of that source, so both the parameters and the image content spread.
+
+    `around` is a list of parameter sets every source samples around, or a mapping from source id
+    to that source's own list; either way sample j of a source is drawn around its centre
+    j mod n_centres. With `within` (a region box), the boxes around centres are clipped to it and
+    it is the plan's sampling box: a predictor confined to a region is refined inside it."""
     if shard_size < 1:
         raise ParameterError(f"shard size {shard_size}: need at least 1")
     if samples_per_source < 1:
@@ -127,10 +139,15 @@ def build_plan(
     if patch < MIN_SIDE:
         raise ParameterError(f"--patch {patch}: the ISP takes at least {MIN_SIDE} pixels a side")
     space = profile.space
-    boxes = around_boxes(profile, around, radius) if around is not None else None
+    per_source = _per_source_boxes(profile, sources, around, radius, within) if isinstance(around, Mapping) else None
+    boxes = around_boxes(profile, around, radius, within) if around is not None and per_source is None else None
     box: Region | None = None
-    if boxes is not None:
-        region_spec = RegionSpec(name="around", centers=[b[2] for b in boxes], radius=radius)
+    inside = {"lower": within.lower, "upper": within.upper} if within is not None else {}
+    if per_source is not None:
+        by_source = {s: [b[2] for b in bs] for s, bs in per_source.items()}
+        region_spec = RegionSpec(name="around", radius=radius, centers_by_source=by_source, **inside)
+    elif boxes is not None:
+        region_spec = RegionSpec(name="around", centers=[b[2] for b in boxes], radius=radius, **inside)
     else:
         box = profile.get_region(region)
         region_spec = RegionSpec(name=box.name, lower=box.lower, upper=box.upper)
@@ -152,14 +169,7 @@ def build_plan(
         if box is not None:
             units = space.sample_lhc(samples_per_source, seed=s_seed, region=box)
         else:
-            assert boxes is not None
-            # Samples split over the centres in turn; each centre's share is its own small hypercube.
-            units = np.empty((samples_per_source, len(space)))
-            for k, (lo, hi, _) in enumerate(boxes):
-                idx = np.arange(k, samples_per_source, len(boxes))
-                if len(idx):
-                    near = Region(name="around", lower=tuple(lo), upper=tuple(hi))
-                    units[idx] = space.sample_lhc(len(idx), seed=s_seed + k, region=near)
+            units = _around_units(profile, per_source[source.id] if per_source else boxes, samples_per_source, s_seed)
         for j, u in enumerate(units):
             params = space.decode(u)
             rows.append(PlanRow(
@@ -178,6 +188,40 @@ def build_plan(
         sources=source_info,
         rows=rows,
     )
+
+
+def _per_source_boxes(
+    profile: Profile,
+    sources: list[Source],
+    around: Mapping[str, Sequence[Mapping[str, object]]],
+    radius: float,
+    within: Region | None,
+) -> dict[str, list[tuple[np.ndarray, np.ndarray, ParamDict]]]:
+    """Each source's own boxes; every source needs centres, and every centre a source."""
+    ids = [s.id for s in sources]
+    missing = [i for i in ids if not around.get(i)]
+    unknown = sorted(set(around) - set(ids))
+    if missing or unknown:
+        raise ParameterError(
+            f"--around per source: no centres for {', '.join(missing) or '-'}; centres for unknown sources "
+            f"{', '.join(unknown) or '-'}"
+        )
+    return {i: around_boxes(profile, around[i], radius, within) for i in ids}
+
+
+def _around_units(
+    profile: Profile, boxes: Sequence[tuple[np.ndarray, np.ndarray, ParamDict]] | None, n: int, seed: int
+) -> np.ndarray:
+    """Samples split over the centres in turn; each centre's share is its own small hypercube."""
+    assert boxes is not None
+    space = profile.space
+    units = np.empty((n, len(space)))
+    for k, (lo, hi, _) in enumerate(boxes):
+        idx = np.arange(k, n, len(boxes))
+        if len(idx):
+            near = Region(name="around", lower=tuple(lo), upper=tuple(hi))
+            units[idx] = space.sample_lhc(len(idx), seed=seed + k, region=near)
+    return units
 
 
 def read_around(path: Path) -> list[dict[str, object]]:

@@ -73,6 +73,52 @@ class SweepDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return to_tensors(self.reader.sample(self.indices[i]), self.packing)
 
+    def source_at(self, pos: int) -> str:
+        return self.reader.rows[self.indices[pos]].source
+
+    def split_sources(self) -> list[str]:
+        """The sources the held-out photos are drawn from."""
+        return sorted({self.source_at(p) for p in range(len(self))})
+
+    def split_key(self, pos: int) -> str:
+        """What a held-out-settings split hashes for the sample at `pos`: its plan index."""
+        return str(self.indices[pos])
+
+
+class SweepUnion(Dataset):
+    """Several sweep datasets of one profile read as one: a refined proxy trains on the first sweep
+    plus every round's samples. Split keys of the first part are its plain plan indices, so the
+    first sweep splits exactly as it did alone (what a proxy held out stays held out)."""
+
+    def __init__(self, roots: list[Path], packing: str = "pack4") -> None:
+        self.parts = [SweepDataset(r, packing=packing) for r in roots]
+        shas = {p.reader.plan.profile_sha256 for p in self.parts}
+        if len(shas) > 1:
+            names = ", ".join(f"{r} ({p.reader.plan.profile})" for r, p in zip(roots, self.parts, strict=True))
+            raise ValueError(f"datasets captured with different profiles cannot train one proxy: {names}")
+        self.where = [(k, pos) for k, part in enumerate(self.parts) for pos in range(len(part))]
+        self.reader = self.parts[0].reader  # the first sweep: its region, firmware and held-out photos
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        k, pos = self.where[i]
+        return self.parts[k][pos]
+
+    def source_at(self, pos: int) -> str:
+        k, at = self.where[pos]
+        return self.parts[k].source_at(at)
+
+    def split_sources(self) -> list[str]:
+        """The first sweep's: adding a round's photos must not move which photos are held out."""
+        return self.parts[0].split_sources()
+
+    def split_key(self, pos: int) -> str:
+        k, at = self.where[pos]
+        key = self.parts[k].split_key(at)
+        return key if k == 0 else f"{k}:{key}"
+
 
 class SweepStream(IterableDataset):
     """Streams samples from shard files opened by `opener` (default: local files), in order.

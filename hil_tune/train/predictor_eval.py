@@ -220,12 +220,15 @@ def evaluate_predictor(
     cache: Path | None = None,
     proxy_steps: int = PROXY_STEPS,
     proxy_run: Path | None = None,
+    expert: tuple[ParamDict, float] | None = None,
 ) -> dict[str, Any]:
     """The table: default, expert, predicted, predicted+K (K device queries of per-image tuning from
     the prediction), ideal (where the source knows its camera) and oracle, every render by
     `renderer` (the run's built-in ISP when None, its renders cached by (image, setting), on disk
     in `cache` when given). predicted+K descends through the run's proxy first (`proxy_steps`
-    Adam steps; 0: the device search alone), so predicted+1 is the proxy stage rendered once."""
+    Adam steps; 0: the device search alone), so predicted+1 is the proxy stage rendered once.
+    `expert` (setting, objective) reuses an expert found earlier on the same device and training
+    images (refine's rounds): no queries are spent on it again, and the table says 0."""
     check_size(size, size, f"--size {size}")
     model, side, profile = load_predictor(run_dir)
     stage = proxy_stage(side, profile, proxy_steps, proxy_run) if refine_queries else None
@@ -239,15 +242,17 @@ def evaluate_predictor(
         default = profile.space.defaults()
         center = (lower + upper) / 2
         before = isp.calls
-        expert, expert_loss = optimise(
-            isp, profile, [(f, r) for _, f, r in train_frames], lower, upper, expert_budget, center, seed
-        )
+        if expert is None:
+            expert = optimise(
+                isp, profile, [(f, r) for _, f, r in train_frames], lower, upper, expert_budget, center, seed
+            )
+        expert_params, expert_loss = expert
         queries["expert"] = isp.calls - before
         rows: list[dict[str, Any]] = []
         grid = []
         for name, frame, ref in held_frames:
             row, outputs, used = _evaluate_image(
-                isp, profile, model, frame, ref, {"default": default, "expert": expert},
+                isp, profile, model, frame, ref, {"default": default, "expert": expert_params},
                 lower, upper, oracle_budget, refine_queries, seed, stage,
             )  # fmt: skip
             for k, n in used.items():
@@ -267,7 +272,13 @@ def evaluate_predictor(
         "size": size,
         "held_out_images": [r["image"] for r in rows],
         **_described(
-            expert_budget, [n for n, _, _ in train_frames], expert, expert_loss, oracle_budget, stage, refine_queries
+            expert_budget,
+            [n for n, _, _ in train_frames],
+            expert_params,
+            expert_loss,
+            oracle_budget,
+            stage,
+            refine_queries,
         ),
         "optimiser": f"CMA-ES (cma {cma.__version__}), popsize 8, inside the dataset's region",
         "summary": summary,

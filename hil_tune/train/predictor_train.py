@@ -117,6 +117,23 @@ def _sidecar_base(
     }  # fmt: skip
 
 
+def _initial_weights(
+    model: torch.nn.Module,
+    init: Path,
+    profile: Profile,
+    config: PredictorConfig,
+    region: tuple[list[float], list[float]],
+) -> dict[str, Any]:
+    """A trained predictor run's weights, refused unless its network, profile and region match."""
+    state, side = checkpoint.load(init / "model.pt", profile)
+    if side.get("kind") != "predictor" or side["model"] != config.as_dict():
+        raise checkpoint.CheckpointError(f"{init}: not a predictor of configuration {config.as_dict()}")
+    if [side["region"]["lower"], side["region"]["upper"]] != [list(region[0]), list(region[1])]:
+        raise checkpoint.CheckpointError(f"{init}: trained for another region than this dataset's")
+    model.load_state_dict(state["model"])
+    return {"run": str(init.resolve()), "epoch": side.get("epoch")}
+
+
 def _resume(
     ckpt: Path, profile: Profile, model: torch.nn.Module, opt: torch.optim.Optimizer
 ) -> tuple[list[dict[str, Any]], int]:
@@ -156,11 +173,13 @@ def train_predictor(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_batch: Callable[[int, int, float], None] | None = None,
     images: list[str] | None = None,
+    init: Path | None = None,
 ) -> dict[str, Any]:
     """Train the predictor through the frozen proxy. With `images` (photos, folders, NAME@K,
     bundled), it trains on fresh crops and camera draws of those each epoch (ImageCrops, cfg.crop
     pixels, cfg.crops_per_image a photo) instead of the sweep's patches; the sweep still defines
-    the profile, the region and the held-out images."""
+    the profile, the region and the held-out images. `init` starts from a trained predictor run's
+    weights (fine-tuning through a refined proxy, as `hil-tune refine` does)."""
     checkpoint.check_positive(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr)
     device = torch.device(cfg.device)
     proxy, proxy_side, profile = _frozen_proxy(proxy_run, device)
@@ -175,10 +194,13 @@ def train_predictor(
     lower, upper = list(box.lower), list(box.upper)
     torch.manual_seed(cfg.seed)  # here, so the starting weights depend on the seed alone
     model = build_predictor(profile, lower, upper, config).to(device)
+    started_from = _initial_weights(model, init, profile, config, (lower, upper)) if init is not None else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ckpt = out / "checkpoint.pt"
     base = _sidecar_base(dataset, ds, profile, config, cfg, task_spec, (lower, upper), proxy_run, proxy_side,
                          (train_pos, held_pos, held_sources), crops)  # fmt: skip
+    if started_from is not None:
+        base["init"] = started_from
     history, start = _resume(ckpt, profile, model, opt) if resume and ckpt.exists() else ([], 0)
     # The weights kept are those of the epoch with the lowest held-out loss: with a few dozen
     # training images the predictor starts to memorise them long before the last epoch.

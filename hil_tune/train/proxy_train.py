@@ -29,7 +29,7 @@ from hil_tune.models.proxy import STRUCTURE, ProxyConfig, build_proxy
 from hil_tune.profiles import Profile
 from hil_tune.train import checkpoint
 from hil_tune.train.curves import plot_curves
-from hil_tune.train.data import SweepDataset, split_by_source
+from hil_tune.train.data import SweepDataset, SweepUnion, split_by_source
 from hil_tune.train.steps import run_epoch
 
 
@@ -61,28 +61,33 @@ class Split:
     held_out_sources: list[str]
 
 
-def dataset_id(root: Path) -> str:
+def dataset_id(root: Path | list[Path]) -> str:
+    """The plan's digest; for several datasets, a digest of theirs in order."""
+    if isinstance(root, list):
+        if len(root) == 1:
+            return dataset_id(root[0])
+        return hashlib.sha256("".join(dataset_id(r) for r in root).encode()).hexdigest()
     return hashlib.sha256((root / "plan.json").read_bytes()).hexdigest()
 
 
-def make_split(ds: SweepDataset, cfg: TrainConfig) -> Split:
+def make_split(ds: SweepDataset | SweepUnion, cfg: TrainConfig) -> Split:
     """Positions into `ds`. Held-out sources by a stable hash of their ids; held-out parameter sets
     by a stable hash of the plan index, so a resumed or repeated run splits identically."""
-    rows = ds.reader.rows
-    sources = sorted({rows[i].source for i in ds.indices})
+    sources = ds.split_sources()
     several_photos = len({photo_of(s) for s in sources}) > 1
     _, val_src = split_by_source(sources, cfg.val_sources, cfg.seed) if several_photos else (set(sources), set())
+    val_photos = {photo_of(s) for s in val_src}
     train, v_src, v_par = [], [], []
-    for pos, index in enumerate(ds.indices):
-        if rows[index].source in val_src:
+    for pos in range(len(ds)):
+        if photo_of(ds.source_at(pos)) in val_photos:
             v_src.append(pos)
-        elif (zlib.crc32(f"{cfg.seed}:{index}".encode()) % 1000) / 1000 < cfg.val_params:
+        elif (zlib.crc32(f"{cfg.seed}:{ds.split_key(pos)}".encode()) % 1000) / 1000 < cfg.val_params:
             v_par.append(pos)
         else:
             train.append(pos)
     if not train:
         raise checkpoint.TrainSettingError("no training samples left after the split; capture more samples or sources")
-    return Split(train, v_src, v_par, sorted(val_src))
+    return Split(train, v_src, v_par, sorted({ds.source_at(p) for p in v_src}))
 
 
 @torch.no_grad()
@@ -213,15 +218,19 @@ def _distributed() -> tuple[int, int]:
 
 
 def _sidecar_base(
-    dataset: Path, profile: Profile, model_cfg: ProxyConfig, cfg: TrainConfig, samples: int, split: Split, world: int
-) -> dict[str, Any]:
-    """What a proxy run's sidecar says before its first epoch: enough to load it without the dataset."""
+    datasets: list[Path], profile: Profile, model_cfg: ProxyConfig, cfg: TrainConfig, samples: int, split: Split,
+    world: int,
+) -> dict[str, Any]:  # fmt: skip
+    """What a proxy run's sidecar says before its first epoch: enough to load it without the dataset.
+    `path` is the first sweep (its region and held-out photos); `parts` every dataset trained on."""
+    dataset = datasets[0]
     return {
         "profile": profile.name, "profile_sha256": profile.sha256, "profile_data": profile.model_dump(mode="json"),
         "param_names": profile.space.names,
         "encoding": checkpoint.encoding_of(profile), "model": model_cfg.as_dict(), "train": asdict(cfg),
         "structure": STRUCTURE.get(model_cfg.kind),
-        "dataset": {"path": str(dataset), "id": dataset_id(dataset), "samples": samples},
+        "dataset": {"path": str(dataset), "id": dataset_id(datasets), "samples": samples,
+                    **({"parts": [str(d) for d in datasets]} if len(datasets) > 1 else {})},
         "split": {"train": len(split.train), "val_sources": len(split.val_sources),
                   "val_params": len(split.val_params), "held_out_sources": split.held_out_sources},
         "world_size": world,
@@ -256,8 +265,17 @@ def _batch_loss(net: nn.Module, batch: dict[str, torch.Tensor], device: torch.de
     return nn.functional.mse_loss(pred, batch["output"].to(device)), len(pred)
 
 
+def _initial_weights(model: nn.Module, init: Path, profile: Profile, model_cfg: ProxyConfig) -> dict[str, Any]:
+    """Start from a trained proxy run's weights (fine-tuning on more data): same model and profile."""
+    state, side = checkpoint.load(init / "model.pt", profile)
+    if side["model"] != model_cfg.as_dict() or side.get("structure", 1) != STRUCTURE.get(model_cfg.kind):
+        raise checkpoint.CheckpointError(f"{init}: a proxy of another configuration than {model_cfg.as_dict()}")
+    model.load_state_dict(state["model"])
+    return {"run": str(init.resolve()), "dataset_id": side["dataset"]["id"], "epoch": side.get("epoch")}
+
+
 def train_proxy(
-    dataset: Path,
+    dataset: Path | list[Path],
     out: Path,
     profile: Profile,
     model_cfg: ProxyConfig,
@@ -266,8 +284,11 @@ def train_proxy(
     resume: bool = False,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_batch: Callable[[int, int, float], None] | None = None,
+    init: Path | None = None,
 ) -> dict[str, Any]:
-    """Train and return the final sidecar (metrics included)."""
+    """Train and return the final sidecar (metrics included). Several datasets (of one profile)
+    train as one, the first deciding the held-out photos; `init` starts from a trained proxy run's
+    weights and learnt structure (no structure probe): fine-tuning, as `hil-tune refine` does."""
     checkpoint.check_positive(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, lr_step=cfg.lr_step,
                               lr_gamma=cfg.lr_gamma, width=model_cfg.width, depth=model_cfg.depth)  # fmt: skip
     _check_choices(cfg)
@@ -275,18 +296,22 @@ def train_proxy(
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     device = torch.device(cfg.device if cfg.device == "cpu" else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-    ds = SweepDataset(dataset)
+    datasets = dataset if isinstance(dataset, list) else [dataset]
+    ds: SweepDataset | SweepUnion = SweepUnion(datasets) if len(datasets) > 1 else SweepDataset(datasets[0])
     split = make_split(ds, cfg)
     model = build_proxy(profile, model_cfg).to(device)
+    started_from = _initial_weights(model, init, profile, model_cfg) if init is not None else None
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
     history: list[dict[str, Any]] = []
     start_epoch, ckpt_path = 0, out / "checkpoint.pt"
-    sidecar_base = _sidecar_base(dataset, profile, model_cfg, cfg, len(ds), split, world)
+    sidecar_base = _sidecar_base(datasets, profile, model_cfg, cfg, len(ds), split, world)
+    if started_from is not None:
+        sidecar_base["init"] = started_from
     if resume and ckpt_path.exists():
         history, start_epoch = _resume(ckpt_path, profile, sidecar_base, model, opt, sched)
     train_set = Subset(ds, split.train)
-    probe = prepare_structure(model, train_set, cfg, device, probe=start_epoch == 0)
+    probe = prepare_structure(model, train_set, cfg, device, probe=start_epoch == 0 and init is None)
     if probe is not None:
         sidecar_base["probe"] = probe
     net: nn.Module = model
@@ -322,7 +347,7 @@ def train_proxy(
                      "epoch": epoch, "rng": torch.get_rng_state()}  # fmt: skip
             checkpoint.save(ckpt_path, state, {**sidecar_base, "epoch": epoch, "history": history, "metrics": record})
             if epoch % 5 == 4 or epoch == cfg.epochs - 1:  # a plot costs more than a small epoch
-                plot_curves(history, out / "curves.png", f"{model_cfg.kind} proxy on {dataset.name}")
+                plot_curves(history, out / "curves.png", f"{model_cfg.kind} proxy on {datasets[0].name}")
             if on_epoch:
                 on_epoch(record)
         if world > 1:
