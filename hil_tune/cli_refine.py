@@ -64,7 +64,8 @@ def refine_cmd(
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted[/]: finished steps are kept; continue with --resume --out {out_dir}")
         raise typer.Exit(130) from None
-    out.print("| round | predicted PSNR | expert | oracle | proxy vs device at predicted | device queries |", soft_wrap=True)
+    header = "| round | predicted PSNR | expert | oracle | proxy vs device at predicted | device queries |"
+    out.print(header, soft_wrap=True)
     out.print("|---|---|---|---|---|---|")
     for r in records:
         h = r["held_out"]
