@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import subprocess
 import sys
 
@@ -129,3 +130,24 @@ def test_a_diverged_step_stops_training_before_it_touches_the_weights():
     assert isinstance(err.value, HilTuneError) and isinstance(err.value, FloatingPointError)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert all(torch.isfinite(v).all() for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
+
+
+def test_a_crash_between_the_weights_and_their_sidecar_loses_neither(tmp_path):
+    """Killed after the weights' rename and before the sidecar's: the weights carry their own
+    sidecar, so a resume reads epoch 1's history with epoch 1's weights, and the JSON is mended.
+    A person's edit of the JSON of the same save is still what is read."""
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.save(path, {"model": {"w": torch.zeros(2)}, "epoch": 0}, {"epoch": 0, "history": [0]})
+    stale = path.with_suffix(".json").read_text()
+    checkpoint.save(path, {"model": {"w": torch.ones(2)}, "epoch": 1}, {"epoch": 1, "history": [0, 1]})
+    path.with_suffix(".json").write_text(stale)  # as if the second sidecar's rename never happened
+    state, side = checkpoint.load(path)
+    assert state["epoch"] == 1 and side["history"] == [0, 1] and torch.equal(state["model"]["w"], torch.ones(2))
+    assert checkpoint.SIDECAR_KEY not in state
+    assert json.loads(path.with_suffix(".json").read_text())["epoch"] == 1  # mended for people and tools
+    path.with_suffix(".json").unlink()  # killed after the first epoch's weights: no sidecar yet
+    assert checkpoint.load(path)[1]["epoch"] == 1
+    edited = json.loads(path.with_suffix(".json").read_text())
+    edited["note"] = "mine"
+    path.with_suffix(".json").write_text(json.dumps(edited))
+    assert checkpoint.load(path)[1]["note"] == "mine"

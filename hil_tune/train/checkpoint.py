@@ -6,9 +6,11 @@ encoded parameter vector would silently mean something else.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,27 +40,72 @@ def encoding_of(profile: Profile) -> list[dict[str, Any]]:
     return [spec.describe() for spec in profile.space]
 
 
+SIDECAR_KEY = "sidecar_json"  # the sidecar's text, inside the weights file
+
+
 def save(path: Path, state: dict[str, Any], sidecar: dict[str, Any]) -> None:
-    """Write weights and sidecar atomically (temp + rename), sidecar last: a reader that finds the
-    sidecar finds complete weights."""
+    """Write the weights file atomically (temp + rename) with the sidecar's text inside it, then the
+    JSON sidecar beside it, both marked with one `save_id`.
+
+    Why the copy inside: two files cannot be replaced at once. A process killed between the two
+    renames would leave epoch N's weights beside epoch N-1's sidecar (or none, after the first
+    epoch), and a resume would read a history that does not match its weights. `load` reads the
+    JSON beside the weights when it carries their `save_id` (so a person's edit is seen, and
+    checked), and the copy inside them when it does not (a crash in between), mending the JSON."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CheckpointError(f"cannot make {path.parent}: {err.strerror or err}") from None
+    text = json.dumps({**sidecar, "save_id": uuid.uuid4().hex}, indent=2, default=str)
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save({**state, SIDECAR_KEY: text}, buf)
     atomic_write(path, buf.getvalue(), CheckpointError)
-    atomic_write(path.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str).encode(), CheckpointError)
+    atomic_write(path.with_suffix(".json"), text.encode(), CheckpointError)
 
 
 def load(path: Path, profile: Profile | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state, sidecar) of a checkpoint; see `save` for which sidecar is read."""
     side = path.with_suffix(".json")
-    if not path.is_file() or not side.is_file():
+    if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint (weights and {side.name} sidecar) there")
+    state = _read_weights(path)
+    inside = state.pop(SIDECAR_KEY, None)
+    beside = _read_sidecar(side, required=not isinstance(inside, str))
+    sidecar = beside
+    if isinstance(inside, str):
+        mine = json.loads(inside)
+        if beside is None or beside.get("save_id") != mine.get("save_id"):
+            sidecar = mine  # the JSON is from another save than these weights: a crash in between
+            _mend(side, inside)
+    assert sidecar is not None
+    if profile is not None and sidecar.get("profile_sha256") != profile.sha256:
+        raise CheckpointError(
+            f"{path}: made for profile {sidecar.get('profile')!r} ({str(sidecar.get('profile_sha256'))[:12]}), "
+            f"not {profile.name!r} ({profile.sha256[:12]}): its parameter encoding would not match"
+        )
+    return state, sidecar
+
+
+def _read_sidecar(side: Path, *, required: bool) -> dict[str, Any] | None:
+    if not side.is_file():
+        if required:
+            raise CheckpointError(f"{side.with_suffix('.pt')}: no checkpoint (weights and {side.name} sidecar) there")
+        return None
     try:
-        sidecar = json.loads(side.read_text())
+        return json.loads(side.read_text())
     except (OSError, ValueError) as err:
+        if not required:
+            return None  # torn or damaged: the copy inside the weights is read
         raise CheckpointError(f"{side}: not a hil-tune sidecar ({type(err).__name__}: {err})") from None
+
+
+def _mend(side: Path, text: str) -> None:
+    """Rewrite the JSON copy left behind by a crash (best effort: a read-only run folder still loads)."""
+    with contextlib.suppress(OSError, CheckpointError):
+        atomic_write(side, text.encode(), CheckpointError)
+
+
+def _read_weights(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as err:
@@ -68,9 +115,6 @@ def load(path: Path, profile: Profile | None = None) -> tuple[dict[str, Any], di
         raise CheckpointError(
             f"{path}: not a hil-tune checkpoint, or a damaged one ({type(err).__name__}); nothing was loaded"
         ) from None
-    if profile is not None and sidecar.get("profile_sha256") != profile.sha256:
-        raise CheckpointError(
-            f"{path}: made for profile {sidecar.get('profile')!r} ({str(sidecar.get('profile_sha256'))[:12]}), "
-            f"not {profile.name!r} ({profile.sha256[:12]}): its parameter encoding would not match"
-        )
-    return state, sidecar
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a hil-tune checkpoint (holds a {type(state).__name__})")
+    return state

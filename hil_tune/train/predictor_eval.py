@@ -239,9 +239,7 @@ def evaluate_predictor(
         raise InputError(f"{isp.info.driver}: evaluation needs a device that takes injected RAW frames")
     queries: dict[str, int] = {}
     try:
-        default = profile.space.defaults()
-        center = (lower + upper) / 2
-        before = isp.calls
+        default, center, before = profile.space.defaults(), (lower + upper) / 2, isp.calls
         if expert is None:
             expert = optimise(
                 isp, profile, [(f, r) for _, f, r in train_frames], lower, upper, expert_budget, center, seed
@@ -262,24 +260,16 @@ def evaluate_predictor(
     finally:
         if renderer is None:
             isp.close()
-    methods = [m for m in _methods(refine_queries) if all(m in r for r in rows)]
-    summary = {m: {key: float(np.mean([r[m][key] for r in rows])) for key in ("psnr", "ssim", "loss")} for m in methods}
-    wins = {m: int(sum(r[m]["loss"] < r["expert"]["loss"] for r in rows)) for m in methods if m != "expert"}
+    summary, wins = _summarise(rows, refine_queries)
+    described = _described(expert_budget, [n for n, _, _ in train_frames], expert_params, expert_loss,
+                           oracle_budget, stage, refine_queries)  # fmt: skip
     report = {
         "run": str(run_dir),
         "firmware": run_firmware(side) if renderer is None else None,
         "device": isp.describe(),
         "size": size,
         "held_out_images": [r["image"] for r in rows],
-        **_described(
-            expert_budget,
-            [n for n, _, _ in train_frames],
-            expert_params,
-            expert_loss,
-            oracle_budget,
-            stage,
-            refine_queries,
-        ),
+        **described,
         "optimiser": f"CMA-ES (cma {cma.__version__}), popsize 8, inside the dataset's region",
         "summary": summary,
         "wins_over_expert_by_loss": wins,
@@ -293,6 +283,16 @@ def evaluate_predictor(
     (out / "report.md").write_text(markdown(report))
     contact_sheet(grid, tile=150).save(out / "grid.png")
     return report
+
+
+def _summarise(
+    rows: list[dict[str, Any]], refine_queries: tuple[int, ...]
+) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """(mean PSNR / SSIM / loss per method, per-image wins over the expert by loss)."""
+    methods = [m for m in _methods(refine_queries) if all(m in r for r in rows)]
+    summary = {m: {key: float(np.mean([r[m][key] for r in rows])) for key in ("psnr", "ssim", "loss")} for m in methods}
+    wins = {m: int(sum(r[m]["loss"] < r["expert"]["loss"] for r in rows)) for m in methods if m != "expert"}
+    return summary, wins
 
 
 def _scored_frames(

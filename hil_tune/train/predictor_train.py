@@ -199,8 +199,7 @@ def train_predictor(
     ckpt = out / "checkpoint.pt"
     base = _sidecar_base(dataset, ds, profile, config, cfg, task_spec, (lower, upper), proxy_run, proxy_side,
                          (train_pos, held_pos, held_sources), crops)  # fmt: skip
-    if started_from is not None:
-        base["init"] = started_from
+    base.update({"init": started_from} if started_from is not None else {})
     history, start = _resume(ckpt, profile, model, opt) if resume and ckpt.exists() else ([], 0)
     # The weights kept are those of the epoch with the lowest held-out loss: with a few dozen
     # training images the predictor starts to memorise them long before the last epoch.
@@ -223,12 +222,8 @@ def train_predictor(
         if record["held_out_loss"] is not None and (best is None or record["held_out_loss"] < best["held_out_loss"]):
             best = record
             checkpoint.save(out / "best.pt", {"model": model.state_dict()}, {**base, "epoch": epoch, "metrics": record})
-        state = {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "epoch": epoch,
-            "rng": torch.get_rng_state(),
-        }
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                 "rng": torch.get_rng_state()}  # fmt: skip
         checkpoint.save(ckpt, state, {**base, "epoch": epoch, "history": history, "metrics": record})
         if epoch % 5 == 4 or epoch == cfg.epochs - 1:  # a plot costs more than a small epoch
             plot_curves(history, out / "curves.png", f"predictor ({task_spec}) on {dataset.name}")

@@ -274,6 +274,20 @@ def _initial_weights(model: nn.Module, init: Path, profile: Profile, model_cfg: 
     return {"run": str(init.resolve()), "dataset_id": side["dataset"]["id"], "epoch": side.get("epoch")}
 
 
+def _check_and_seed(cfg: TrainConfig, model_cfg: ProxyConfig) -> None:
+    """Refuse bad settings before anything is built; seed; deterministic kernels (resume equality)."""
+    checkpoint.check_positive(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, lr_step=cfg.lr_step,
+                              lr_gamma=cfg.lr_gamma, width=model_cfg.width, depth=model_cfg.depth)  # fmt: skip
+    _check_choices(cfg)
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _open_datasets(dataset: Path | list[Path]) -> tuple[list[Path], SweepDataset | SweepUnion]:
+    datasets = dataset if isinstance(dataset, list) else [dataset]
+    return datasets, SweepUnion(datasets) if len(datasets) > 1 else SweepDataset(datasets[0])
+
+
 def train_proxy(
     dataset: Path | list[Path],
     out: Path,
@@ -289,15 +303,10 @@ def train_proxy(
     """Train and return the final sidecar (metrics included). Several datasets (of one profile)
     train as one, the first deciding the held-out photos; `init` starts from a trained proxy run's
     weights and learnt structure (no structure probe): fine-tuning, as `hil-tune refine` does."""
-    checkpoint.check_positive(epochs=cfg.epochs, batch=cfg.batch, lr=cfg.lr, lr_step=cfg.lr_step,
-                              lr_gamma=cfg.lr_gamma, width=model_cfg.width, depth=model_cfg.depth)  # fmt: skip
-    _check_choices(cfg)
+    _check_and_seed(cfg, model_cfg)
     rank, world = _distributed()
-    torch.manual_seed(cfg.seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     device = torch.device(cfg.device if cfg.device == "cpu" else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
-    datasets = dataset if isinstance(dataset, list) else [dataset]
-    ds: SweepDataset | SweepUnion = SweepUnion(datasets) if len(datasets) > 1 else SweepDataset(datasets[0])
+    datasets, ds = _open_datasets(dataset)
     split = make_split(ds, cfg)
     model = build_proxy(profile, model_cfg).to(device)
     started_from = _initial_weights(model, init, profile, model_cfg) if init is not None else None
@@ -306,8 +315,7 @@ def train_proxy(
     history: list[dict[str, Any]] = []
     start_epoch, ckpt_path = 0, out / "checkpoint.pt"
     sidecar_base = _sidecar_base(datasets, profile, model_cfg, cfg, len(ds), split, world)
-    if started_from is not None:
-        sidecar_base["init"] = started_from
+    sidecar_base.update({"init": started_from} if started_from is not None else {})
     if resume and ckpt_path.exists():
         history, start_epoch = _resume(ckpt_path, profile, sidecar_base, model, opt, sched)
     train_set = Subset(ds, split.train)
