@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 import torch
 from capture_helpers import BOARD_FAST, FAST_PROFILE, fast_sweep
+from plugins import install_plugin
 
 from hil_tune.capture.dataset import DatasetReader
 from hil_tune.capture.plan import build_plan
-from hil_tune.capture.sources import resolve_sources
+from hil_tune.capture.sources import load_source, resolve_sources
 from hil_tune.drivers.emulated.firmware import BoardFirmware
 from hil_tune.drivers.emulated.serial_pty import SerialEmulator
 from hil_tune.errors import InputError, ParameterError
+from hil_tune.isp import SyntheticISP
 from hil_tune.models.predictor import PredictorConfig
 from hil_tune.models.proxy import ProxyConfig
 from hil_tune.refine import Refine, RefineInputs, RefineSettings
@@ -183,6 +185,40 @@ def test_rounds_on_the_emulated_board_over_serial(tmp_path):
     assert device["driver"] == "serial"  # the round's samples came from the board
     report = json.loads((tmp / "refine" / "round-1" / "eval" / "report.json").read_text())
     assert report["device"]["driver"] == "serial"
+
+
+def test_rounds_on_a_plug_in_driver_whose_isp_no_firmware_makes(start, tmp_path, monkeypatch):
+    """A third-party driver found by entry point (its output the negative of the synthetic ISP's):
+    the round's samples and the table come from it, not from a built-in firmware."""
+    tmp, _, _ = start
+    code = """
+        from hil_tune.drivers.sim import SimDriver
+
+        class InkDriver(SimDriver):
+            name = "ink"
+
+            def _grab(self, raw, deadline):
+                grab = super()._grab(raw, deadline)
+                grab.image = 255 - grab.image
+                return grab
+        """
+    (tmp_path / "site").mkdir()
+    install_plugin(tmp_path / "site", "ink_refine", code, {"ink": "ink_refine:InkDriver"})
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    try:
+        inputs = RefineInputs(tmp / "proxy", tmp / "pred", "ink", {"sensor_size": 32})
+        records = Refine(tmp_path / "refine", inputs, RefineSettings(**{**TINY.__dict__, "rounds": 1})).run()
+    finally:
+        sys.modules.pop("ink_refine", None)
+    samples = DatasetReader(tmp_path / "refine" / "round-1" / "samples")
+    first = samples.sample(samples.indices[0])
+    assert first.meta["device"]["driver"] == "ink" and samples.verify() == []
+    row = samples.rows[first.index]
+    profile = samples.plan.load_profile()
+    frame = load_source(resolve_sources([row.source])[0], profile, samples.plan.seed).crop(*row.patch)
+    builtin = SyntheticISP(profile).run_frame(frame, first.meta["params_applied"])
+    assert np.array_equal(first.output, 255 - builtin)  # the plug-in's render, not a built-in one
+    assert records[1]["held_out"]["predicted"]["psnr"] < 15  # scored against references: an inverted ISP is far
 
 
 # -- kill -9 and resume -------------------------------------------------------------------------
