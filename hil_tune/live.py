@@ -36,7 +36,7 @@ import torch
 from hil_tune.drivers.base import Driver, Frame
 from hil_tune.drivers.errors import DeviceError
 from hil_tune.drivers.reconnect import Backoff, transient
-from hil_tune.errors import InputError, ParameterError
+from hil_tune.errors import HilTuneError, InputError, ParameterError
 from hil_tune.models.predictor import for_latency, input_side
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
@@ -171,15 +171,49 @@ class PushResult:
                 "frame_to_applied_ms": round(self.frame_to_applied_ms, 3)}  # fmt: skip
 
 
+class PusherBusyError(HilTuneError):
+    """A push was asked for while another is in flight: pushes are refused, never queued."""
+
+
+class PushTimeoutError(HilTuneError):
+    """A push did not end within the time its caller waited for it."""
+
+
+class PushStatus:
+    """What `Pusher.push` returns, done when the device holds the push (or it failed): ophyd's
+    Status pattern. `wait(timeout)` returns the PushResult, or raises PushTimeoutError; it never returns
+    silently with the push still in flight."""
+
+    def __init__(self, delta: ParamDict) -> None:
+        self.delta = delta
+        self._event = threading.Event()
+        self.result: PushResult | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float) -> PushResult:
+        if not self._event.wait(timeout):
+            raise PushTimeoutError(f"push of {self.delta} still in flight after {timeout:g} s")
+        assert self.result is not None
+        return self.result
+
+    def _finish(self, result: PushResult) -> None:
+        self.result = result
+        self._event.set()
+
+
 class Pusher:
-    """One push at a time on one long-lived thread; an offer while busy is refused (skipped), not
-    queued. One condition guards the whole state (busy, the pending push, the results), so an
-    offer, the push's end and `wait` can never disagree about whether a push is in flight."""
+    """One push at a time on one long-lived thread; a push while busy is refused (PusherBusyError; the
+    live loop's `offer` skips it), not queued. One condition guards the whole state (busy, the
+    pending push, the results), so a push, its end and `wait` can never disagree about whether a
+    push is in flight."""
 
     def __init__(self, driver: Driver, lock: threading.Lock) -> None:
         self.driver, self.lock = driver, lock
         self._cond = threading.Condition()
-        self._pending: tuple[ParamDict, float] | None = None
+        self._pending: tuple[ParamDict, float, PushStatus] | None = None
         self._busy = False
         self._closed = False
         self.done: list[PushResult] = []
@@ -191,18 +225,28 @@ class Pusher:
         with self._cond:
             return self._busy
 
-    def offer(self, delta: ParamDict, since: float | None = None) -> bool:
-        """Start pushing `delta` unless a push is in flight; `since` is when its frame was in hand."""
+    def push(self, delta: ParamDict, since: float | None = None) -> PushStatus:
+        """Start pushing `delta`; `since` is when its frame was in hand. Raises PusherBusyError while a
+        push is in flight or after `close`."""
+        status = PushStatus(delta)
         with self._cond:
             if self._busy or self._closed:
-                return False
+                raise PusherBusyError("a push is in flight" if self._busy else "the pusher is closed")
             self._busy = True
-            self._pending = (delta, time.perf_counter() if since is None else since)
+            self._pending = (delta, time.perf_counter() if since is None else since, status)
             self._cond.notify_all()
             # Hand over before returning: the push thread takes the driver lock first. Otherwise
             # the frame thread keeps the GIL, takes the lock for its next capture, and the push
             # lands a frame or more later (seen under load in the serial scene-change test).
             self._cond.wait_for(lambda: self._pending is None or self._closed)
+        return status
+
+    def offer(self, delta: ParamDict, since: float | None = None) -> bool:
+        """`push`, skipped (False) rather than refused while busy: what a frame loop wants."""
+        try:
+            self.push(delta, since)
+        except PusherBusyError:
+            return False
         return True
 
     def _run(self) -> None:
@@ -211,7 +255,7 @@ class Pusher:
                 self._cond.wait_for(lambda: self._pending is not None or self._closed)
                 if self._pending is None:
                     return
-                delta, since = self._pending
+                delta, since, status = self._pending
             self.lock.acquire()  # before the frame thread's next capture (never while holding _cond)
             with self._cond:
                 self._pending = None
@@ -223,6 +267,7 @@ class Pusher:
             with self._cond:
                 self.done.append(result)
                 self._busy = False
+                status._finish(result)
                 self._cond.notify_all()
 
     def _push(self, delta: ParamDict, since: float) -> PushResult:

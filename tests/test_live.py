@@ -335,3 +335,32 @@ def test_live_refuses_bad_settings_before_the_session(tmp_path, args, says):
     cmd = [sys.executable, "-m", "hil_tune.cli", "live", "--driver", "sim", "--predictor", str(tmp_path / "none")]
     res = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr and says in res.stderr, res.stderr
+
+
+def test_a_push_returns_a_status_whose_wait_raises_on_timeout_and_a_concurrent_push_is_refused():
+    """ophyd's Status pattern: the handle says when the device holds the push; waiting too short
+    raises instead of returning as if it were done; a second push while one is in flight is
+    refused by name, not queued and not dropped silently."""
+    from hil_tune.live import Pusher, PusherBusyError, PushTimeoutError
+
+    release = threading.Event()
+
+    class Slow:
+        def set_params(self, delta, verify=True):
+            release.wait(10)
+
+    pusher = Pusher(Slow(), threading.Lock())  # type: ignore[arg-type]
+    status = pusher.push({"gain-r": 1.5})
+    assert not status.done
+    with pytest.raises(PushTimeoutError, match=r"still in flight after 0\.05 s"):
+        status.wait(0.05)
+    with pytest.raises(PusherBusyError, match="in flight"):
+        pusher.push({"gain-r": 1.6})
+    assert pusher.offer({"gain-r": 1.6}) is False  # the frame loop's form: skipped
+    release.set()
+    result = status.wait(5)
+    assert status.done and result.delta == {"gain-r": 1.5} and result.error is None
+    assert pusher.push({"gain-r": 1.7}).wait(5).delta == {"gain-r": 1.7}  # usable again
+    pusher.close()
+    with pytest.raises(PusherBusyError, match="closed"):
+        pusher.push({"gain-r": 1.8})
