@@ -4,7 +4,9 @@ retraining the predictor make the predictor better on photos it never saw, on th
 Configuration (stated in the JSON), per firmware (`synthetic`, `foreign`), every render through the
 `sim` driver running that firmware:
 - the 16 photos in HIL_TUNE_PHOTO_DIR (default ../shared/data/photos) split by name, every other
-  one held out; held-out crops: 2 camera draws of each of the 8 held-out photos, `--size` px;
+  one held out; held-out crops: `--held-draws` camera draws (default 1) of each of the 8 held-out
+  photos, `--size` px (64; a BM3D render through sim costs about 0.7 s even at 64 px, so every
+  held-out table costs minutes: its budgets are kept small and stated);
 - the first sweep: 2 draws of each training photo, 8 Latin-hypercube samples per draw, plausible
   region, 64 px; a grey-box proxy (its recipe, `--proxy-epochs`), whose split holds out a fifth of
   those photos; the predictor (reference task) through it on fresh crops of the remaining
@@ -115,7 +117,7 @@ def control(work: Path, firmware: str, start: dict, held: list[str], args: argpa
 def bench(firmware: str, args: argparse.Namespace, photos: Path) -> dict:
     work = args.work / firmware
     train_photos, held_photos = split_photos(photos)
-    held = [f"{p}@2" for p in held_photos]
+    held = [f"{p}@{args.held_draws}" for p in held_photos]
     start = starting_models(work, firmware, train_photos, args)
     settings = RefineSettings(
         rounds=args.rounds, samples_per_image=args.k, patch=64, proxy_epochs=args.round_proxy_epochs,
@@ -157,8 +159,9 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--round-proxy-epochs", type=int, default=5)
     ap.add_argument("--round-predictor-epochs", type=int, default=8)
-    ap.add_argument("--expert-budget", type=int, default=48)
-    ap.add_argument("--oracle-budget", type=int, default=24)
+    ap.add_argument("--held-draws", type=int, default=1, help="camera draws of each held-out photo")
+    ap.add_argument("--expert-budget", type=int, default=24)
+    ap.add_argument("--oracle-budget", type=int, default=8)
     args = ap.parse_args()
     photos = photo_dir()
     if photos is None:

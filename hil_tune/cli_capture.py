@@ -42,6 +42,10 @@ def capture(
     radius: Annotated[float, typer.Option(help="Half-width of the --around box, encoded units.")] = 0.1,
     workers: Annotated[int, typer.Option(help="Processes (simulator only).")] = 1,
     shard_size: Annotated[int, typer.Option("--shard-size", help="Samples per shard.")] = 64,
+    part: Annotated[
+        str | None,
+        typer.Option("--part", help="K/N: capture part K of N of the plan (whole shards); `dataset merge` joins them."),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the plan already in --out.")] = False,
     retries: Annotated[int, typer.Option(help="Attempts after a device fault, per sample.")] = 3,
     device: Annotated[str | None, typer.Option("--device", help="Port, serial number or index.")] = None,
@@ -52,25 +56,31 @@ def capture(
 ) -> None:
     """Sweep LHC parameter sets over sources through a device into a resumable dataset."""
     from hil_tune.capture.loop import CaptureSettings, run_capture
+    from hil_tune.capture.parts import Part, read_part
     from hil_tune.capture.prepare import PlanRequest, prepare_capture
     from hil_tune.ui import progress
 
     cls, options = open_options(driver, device, option or [], 10.0)
     options.pop("timeout")
-    request = PlanRequest(source or [], samples_per_source, patch, seed, region, around, radius, shard_size)
+    share = Part.parse(part) if part is not None else None
+    request = PlanRequest(source or [], samples_per_source, patch, seed, region, around, radius, shard_size, share)
     prepared = prepare_capture(
         out_dir, request, resume=resume, profile=lambda: driver_profile(cls, profile),
         profile_given=profile is not None, planning=lambda: err.status("planning (loading sources, Latin hypercube)"),
     )  # fmt: skip
     plan = prepared.plan
+    held = read_part(out_dir)
+    share_text = f", part {held} ({len(held.indices(plan))} of them)" if held is not None else ""
     if prepared.resumed:
-        err.print(f"resuming {out_dir}: plan of {len(plan.rows)} samples, region {plan.region.name}")
+        err.print(f"resuming {out_dir}: plan of {len(plan.rows)} samples{share_text}, region {plan.region.name}")
     else:
-        err.print(f"planned {len(plan.rows)} samples ({len(plan.sources)} sources, region {plan.region.name})")
+        err.print(
+            f"planned {len(plan.rows)} samples ({len(plan.sources)} sources, region {plan.region.name}){share_text}"
+        )
     settings = CaptureSettings(driver=driver, driver_options=options, profile=profile, retries=retries, restore=restore)
     start = time.monotonic()
     with progress(TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[failed]}"), console=err) as bar:
-        task = bar.add_task("capture", total=len(plan.rows), rate="", failed="")
+        task = bar.add_task("capture", total=len(held.indices(plan)) if held else len(plan.rows), rate="", failed="")
         first: list[int] = []
 
         def on_progress(done: int, failed: int, total: int) -> None:
@@ -168,3 +178,15 @@ def dataset_preview(
     from hil_tune.capture.report import preview
 
     out.print(f"wrote {preview(DatasetReader(path), out_path, sources=sources, per_source=per_source)}")
+
+
+@dataset_app.command("merge")
+def dataset_merge(
+    out_dir: Annotated[Path, typer.Argument(help="Merged dataset folder (created; never overwritten).")],
+    parts: Annotated[list[Path], typer.Argument(help="Part folders (capture --part K/N) of one plan.")],
+) -> None:
+    """Join the parts of one plan into one dataset: same plan, every index once, every checksum; or nothing."""
+    from hil_tune.capture.merge import merge_parts
+
+    merged = merge_parts(out_dir, parts)
+    out.print(f"merged {len(merged.parts)} part(s): {merged.samples} samples in {merged.shards} shards -> {out_dir}")

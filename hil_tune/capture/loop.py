@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from hil_tune.capture.dataset import DatasetFolder, Sample, atomic_write, encode_sample, json_digest, tar_bytes
+from hil_tune.capture.parts import read_part
 from hil_tune.capture.plan import Plan, PlanRow
 from hil_tune.capture.sources import Source, load_source
 from hil_tune.drivers.base import Driver, Frame
@@ -211,7 +212,9 @@ def _run_capture(
     plan = folder.plan()
     written = folder.reconcile()
     recaptured = folder.dropped
-    todo = [r.index for r in plan.rows if r.index not in written]
+    part = read_part(root)
+    mine = part.indices(plan) if part is not None else [r.index for r in plan.rows]  # a part: its shards only
+    todo = [i for i in mine if i not in written]
     shards = shard_ranges(plan)
     shard_of = {i: k for k, rng in enumerate(shards) for i in rng}
     done = set(written)
@@ -238,10 +241,10 @@ def _run_capture(
         else:
             failed[row["index"]] = row["error"]
         if on_progress:
-            on_progress(len(done), len(failed), len(plan.rows))
+            on_progress(len(done), len(failed), len(mine))
 
     if on_progress:
-        on_progress(len(done), 0, len(plan.rows))
+        on_progress(len(done), 0, len(mine))
     restored = None
     if workers <= 1:
         taker = SampleTaker(root, settings)
@@ -274,6 +277,4 @@ def _run_capture(
                 for fut in pending:
                     fut.cancel()
                 raise
-    return CaptureResult(
-        len(plan.rows), len(done), failed, time.perf_counter() - start, isp_seconds, restored, recaptured
-    )
+    return CaptureResult(len(mine), len(done), failed, time.perf_counter() - start, isp_seconds, restored, recaptured)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hil_tune.capture.dataset import DatasetFolder
+from hil_tune.capture.parts import PART, Part, read_part, write_part
 from hil_tune.capture.plan import Plan, build_plan, read_around
 from hil_tune.capture.sources import resolve_sources
 from hil_tune.errors import InputError
@@ -32,6 +33,7 @@ class PlanRequest:
     around: Path | None = None
     radius: float = 0.1
     shard_size: int = 64
+    part: Part | None = None  # this folder's share of the plan (capture on several rigs); None: all
 
     def build(self, profile: Profile) -> Plan:
         return build_plan(
@@ -70,9 +72,12 @@ def prepare_capture(
     folder = DatasetFolder(out)
     if folder.exists() and not resume:
         raise InputError(f"{out} already holds a dataset: add --resume to continue it, or choose a new folder")
-    if not folder.exists() and out.exists() and any(out.iterdir()):
+    if not folder.exists() and out.exists() and any(p.name != PART for p in out.iterdir()):
         raise InputError(f"{out} exists and is not empty; choose a new folder")
     if folder.exists():
+        held = read_part(out)
+        if request.part is not None and request.part != held:
+            raise InputError(f"--resume --part {request.part}: {out} holds part {held or 'all (no --part)'}")
         plan = folder.plan()
         if request.sources:
             wanted = request.build(profile() if profile_given else plan.load_profile()).key()
@@ -84,5 +89,7 @@ def prepare_capture(
         raise InputError("give at least one --source (file, folder, bundled, bundled:NAME or live)")
     with planning():
         plan = request.build(profile())
+    if request.part is not None:
+        write_part(out, request.part, plan)
     folder.create(plan)
     return Prepared(plan, resumed=False)
