@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --upgrade pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) install "$(TORCH_SPEC)" 2>&1 | grep -v "^WARNING: Location" || true
 	$(PIP) install -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import hil_tune.cli, bm3d, rawpy, torch, pidng, xdist, harvesters.core, serial, usb, cobs, matplotlib, cma, pytorch_msssim"
+	$(BIN)/python -c "import hil_tune.cli, bm3d, rawpy, torch, pidng, xdist, harvesters.core, serial, usb, cobs, matplotlib, cma, pytorch_msssim, distributed"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import TextColumn
@@ -13,6 +13,11 @@ from rich.table import Table
 
 from hil_tune.cli_common import driver_profile, err, open_options, out
 from hil_tune.errors import HilTuneError
+
+if TYPE_CHECKING:
+    from hil_tune.capture.loop import CaptureResult, CaptureSettings
+    from hil_tune.capture.prepare import PlanRequest
+    from hil_tune.profiles import Profile
 
 dataset_app = typer.Typer(no_args_is_help=True, help="Inspect, check and preview sweep datasets.")
 
@@ -46,6 +51,13 @@ def capture(
         str | None,
         typer.Option("--part", help="K/N: capture part K of N of the plan (whole shards); `dataset merge` joins them."),
     ] = None,
+    parts: Annotated[
+        int | None, typer.Option("--parts", help="Simulator: split the plan into N parts run as tasks, then merge.")
+    ] = None,
+    executor: Annotated[str, typer.Option(help="With --parts: local (processes) or dask.")] = "local",
+    scheduler: Annotated[
+        str | None, typer.Option(help="With --executor dask: a scheduler address (default: a LocalCluster).")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the plan already in --out.")] = False,
     retries: Annotated[int, typer.Option(help="Attempts after a device fault, per sample.")] = 3,
     device: Annotated[str | None, typer.Option("--device", help="Port, serial number or index.")] = None,
@@ -55,15 +67,18 @@ def capture(
     ] = True,
 ) -> None:
     """Sweep LHC parameter sets over sources through a device into a resumable dataset."""
-    from hil_tune.capture.loop import CaptureSettings, run_capture
+    from hil_tune.capture.loop import CaptureSettings
     from hil_tune.capture.parts import Part, read_part
     from hil_tune.capture.prepare import PlanRequest, prepare_capture
-    from hil_tune.ui import progress
 
     cls, options = open_options(driver, device, option or [], 10.0)
     options.pop("timeout")
     share = Part.parse(part) if part is not None else None
     request = PlanRequest(source or [], samples_per_source, patch, seed, region, around, radius, shard_size, share)
+    if parts is not None:
+        settings = CaptureSettings(driver=driver, driver_options=options, profile=profile, retries=retries)
+        _capture_in_parts(out_dir, request, driver_profile(cls, profile), settings, parts, executor, scheduler, workers)
+        return
     prepared = prepare_capture(
         out_dir, request, resume=resume, profile=lambda: driver_profile(cls, profile),
         profile_given=profile is not None, planning=lambda: err.status("planning (loading sources, Latin hypercube)"),
@@ -78,9 +93,26 @@ def capture(
             f"planned {len(plan.rows)} samples ({len(plan.sources)} sources, region {plan.region.name}){share_text}"
         )
     settings = CaptureSettings(driver=driver, driver_options=options, profile=profile, retries=retries, restore=restore)
+    result = _run_with_progress(out_dir, settings, workers, len(held.indices(plan)) if held else len(plan.rows))
+    for why in result.recaptured:
+        err.print(f"[yellow]corrupt[/] {why}", highlight=False)
+    out.print(f"{result.written}/{result.planned} samples in {out_dir} ({result.seconds:.1f} s this run)")
+    if result.restored is False:
+        err.print("[yellow]warning[/]: the device could not be put back on its pre-sweep setting", highlight=False)
+    if result.failed:
+        for index, why in sorted(result.failed.items()):
+            err.print(f"[red]failed[/] sample {index}: {why}", highlight=False)
+        raise HilTuneError(f"{len(result.failed)} sample(s) failed (listed above); rerun with --resume to retry them")
+
+
+def _run_with_progress(out_dir: Path, settings: CaptureSettings, workers: int, total: int) -> CaptureResult:
+    """run_capture under a progress bar (rate, failures); Ctrl-C says how to continue."""
+    from hil_tune.capture.loop import run_capture
+    from hil_tune.ui import progress
+
     start = time.monotonic()
     with progress(TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[failed]}"), console=err) as bar:
-        task = bar.add_task("capture", total=len(held.indices(plan)) if held else len(plan.rows), rate="", failed="")
+        task = bar.add_task("capture", total=total, rate="", failed="")
         first: list[int] = []
 
         def on_progress(done: int, failed: int, total: int) -> None:
@@ -91,19 +123,37 @@ def capture(
                        failed=f"[red]{failed} failed[/]" if failed else "")  # fmt: skip
 
         try:
-            result = run_capture(out_dir, settings, workers=workers, on_progress=on_progress)
+            return run_capture(out_dir, settings, workers=workers, on_progress=on_progress)
         except KeyboardInterrupt:
             err.print(f"[yellow]interrupted[/]: written samples are safe; continue with --resume --out {out_dir}")
             raise typer.Exit(130) from None
-    for why in result.recaptured:
-        err.print(f"[yellow]corrupt[/] {why}", highlight=False)
-    out.print(f"{result.written}/{result.planned} samples in {out_dir} ({result.seconds:.1f} s this run)")
-    if result.restored is False:
-        err.print("[yellow]warning[/]: the device could not be put back on its pre-sweep setting", highlight=False)
-    if result.failed:
-        for index, why in sorted(result.failed.items()):
-            err.print(f"[red]failed[/] sample {index}: {why}", highlight=False)
-        raise HilTuneError(f"{len(result.failed)} sample(s) failed (listed above); rerun with --resume to retry them")
+
+
+def _capture_in_parts(
+    out_dir: Path,
+    request: PlanRequest,
+    prof: Profile,
+    settings: CaptureSettings,
+    parts: int,
+    executor: str,
+    scheduler: str | None,
+    workers: int,
+) -> None:
+    """`capture --parts N`: plan once, run the parts as executor tasks, merge (a rerun continues them)."""
+    from hil_tune.capture.executor import part_folders, run_parts
+
+    if parts < 1:
+        raise HilTuneError(f"--parts {parts}: need at least 1")
+    with err.status(f"planning, then capturing {parts} part(s) on {executor}"):
+        plan = request.build(prof)
+        n_workers = workers if workers > 1 else None
+        result = run_parts(out_dir, plan, settings, parts, executor=executor, workers=n_workers, scheduler=scheduler)
+    for folder, r in result.parts.items():
+        err.print(f"{folder}: {r['written']}/{r['planned']} samples, {len(r['failed'])} failed", highlight=False)
+    if result.merged is None:
+        where = part_folders(out_dir, parts)[0].parent
+        raise HilTuneError(f"a part has failed samples (in {where}); rerun the same command to retry them")
+    out.print(f"{result.merged.samples} samples in {result.merged.shards} shards -> {out_dir}")
 
 
 @dataset_app.command("info")

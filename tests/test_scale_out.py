@@ -16,6 +16,7 @@ import pytest
 from capture_helpers import fast_profile
 
 from hil_tune.capture.dataset import DatasetError, DatasetReader, index_tar
+from hil_tune.capture.executor import run_parts
 from hil_tune.capture.loop import CaptureSettings, run_capture
 from hil_tune.capture.merge import merge_parts
 from hil_tune.capture.parts import Part
@@ -132,3 +133,19 @@ def test_part_settings_are_checked_before_anything_is_written(captured, tmp_path
     assert not (tmp_path / "five" / "plan.json").exists()
     with pytest.raises(InputError, match="holds part 2/3"):
         prepare_capture(tmp / "p2", _request(Part(1, 3)), resume=True, profile=lambda: prof)
+
+
+@pytest.mark.parametrize("executor", ["local", "dask"])
+def test_parts_as_tasks_of_an_executor_give_the_same_dataset(captured, tmp_path, executor):
+    """Two parts on two workers (a Dask LocalCluster of 2 processes, or local processes), merged:
+    the dataset of one uninterrupted capture."""
+    tmp, profile_path = captured
+    prof = load_profile(profile_path)
+    plan = _request().build(prof)
+    settings = CaptureSettings("sim", OPTIONS)
+    result = run_parts(tmp_path / "ds", plan, settings, 2, executor=executor, workers=2)
+    assert result.merged is not None and result.merged.samples == 15
+    assert sorted(r["written"] for r in result.parts.values()) == [7, 8]  # shards 0-1 and 2-3
+    assert fingerprint(tmp_path / "ds") == fingerprint(tmp / "whole")
+    with pytest.raises(InputError, match="not empty"):
+        run_parts(tmp_path / "ds", plan, settings, 2, executor=executor)
