@@ -149,3 +149,39 @@ def test_parts_as_tasks_of_an_executor_give_the_same_dataset(captured, tmp_path,
     assert fingerprint(tmp_path / "ds") == fingerprint(tmp / "whole")
     with pytest.raises(InputError, match="not empty"):
         run_parts(tmp_path / "ds", plan, settings, 2, executor=executor)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_nodes(dataset: Path, out: Path, epochs: int, *extra: str) -> None:
+    """Proxy training launched as two torchrun 'nodes' (one process each) meeting at a c10d
+    rendezvous on localhost: how `torchrun --nnodes 2` runs on two machines, with the run folder
+    on a shared filesystem."""
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "hil-tune-test",
+           "-m", "hil_tune.cli", "train", "proxy", str(dataset), "--out", str(out), "--epochs", str(epochs),
+           "--width", "8", "--depth", "2", "--batch", "4", *extra]  # fmt: skip
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=600) == 0, p.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
+
+
+def test_proxy_training_across_two_nodes_checkpoints_and_resumes_as_on_one(tmp_path):
+    from capture_helpers import fast_sweep
+
+    root, _ = fast_sweep(tmp_path)
+    _two_nodes(root, tmp_path / "whole", 3)
+    _two_nodes(root, tmp_path / "cut", 2)
+    _two_nodes(root, tmp_path / "cut", 3, "--resume")
+    whole, cut = (json.loads((tmp_path / d / "model.json").read_text()) for d in ("whole", "cut"))
+    assert whole["world_size"] == cut["world_size"] == 2
+    losses = [[h["train_loss"] for h in side["history"]] for side in (whole, cut)]
+    assert len(losses[0]) == 3 and losses[0] == losses[1]  # the resumed run continues exactly
