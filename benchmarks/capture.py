@@ -1,8 +1,9 @@
 """Capture throughput on the simulator: samples/s pinned to one core and on all cores (worker
 processes), and the loop's overhead over the bare ISP time for the same samples.
 
-The same plan is captured three ways: the bare ISP on each planned patch (no driver, no dataset),
-the capture loop with one process pinned to one core, and the loop with one worker per core.
+The same plan is captured five ways: the bare ISP on each planned patch (no driver, no dataset),
+the capture loop with one process pinned to one core, the loop with one worker per core, and the
+plan as 1 or 2 parts run as executor tasks and merged (capture --parts).
 Writes benchmarks/results/capture.json and prints a table.
 Usage: python benchmarks/capture.py [--samples-per-source M] [--patch P]
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from provenance import header
 
 from hil_tune.capture.dataset import DatasetFolder
+from hil_tune.capture.executor import run_parts
 from hil_tune.capture.loop import CaptureSettings, run_capture
 from hil_tune.capture.plan import build_plan
 from hil_tune.capture.sources import load_source, resolve_sources
@@ -60,6 +62,15 @@ def main() -> int:
             seconds = time.perf_counter() - t
             assert result.written == n and not result.failed
             runs[label] = {"workers": workers, "seconds": round(seconds, 3), "samples_per_s": round(n / seconds, 4)}
+        os.sched_setaffinity(0, set(cores))
+        for label, parts, executor in (("parts_1_local", 1, "local"), ("parts_2_dask", 2, "dask")):
+            # the plan in parts, each a task (a Dask LocalCluster of `parts` workers), merged at the end
+            t = time.perf_counter()
+            got = run_parts(Path(tmp) / label, plan, CaptureSettings("sim"), parts, executor=executor)
+            seconds = time.perf_counter() - t
+            assert got.merged is not None and got.merged.samples == n
+            runs[label] = {"parts": parts, "executor": executor, "seconds": round(seconds, 3),
+                           "samples_per_s": round(n / seconds, 4)}  # fmt: skip
     overhead = runs["one_core"]["seconds"] / bare - 1
     scaling = runs["all_cores"]["samples_per_s"] / runs["one_core"]["samples_per_s"]
     result = {
@@ -76,14 +87,16 @@ def main() -> int:
         "loop_overhead_over_isp": round(overhead, 4),
         "all_cores_over_one_core": round(scaling, 3),
         "notes": "one_core: the loop in one process pinned to one core, same plan as the bare ISP run; "
-        "all_cores: one spawned worker process per core (start-up included).",
+        "all_cores: one spawned worker process per core (start-up included); parts_1_local / parts_2_dask: "
+        "the plan as 1 part (a spawned process) or 2 parts (a Dask LocalCluster of 2 workers), merged, "
+        "cluster start-up and merge included.",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{n} samples of {args.patch}x{args.patch}, region {plan.region.name}")
     print(f"{'bare ISP, one core':28} {bare:8.2f} s  {n / bare:6.3f} samples/s")
     for label, r in runs.items():
-        name = f"loop, {label} ({r['workers']} proc)"
+        name = f"loop, {label} ({r.get('workers', r.get('parts'))} {'proc' if 'workers' in r else 'parts'})"
         print(f"{name:28} {r['seconds']:8.2f} s  {r['samples_per_s']:6.3f} samples/s")
     print(f"loop overhead over the ISP: {overhead:+.1%}   all cores / one core: {scaling:.2f}x")
     print(f"wrote {args.out}")
