@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ((ROOT / "hil_tune", "hil_tune"), (ROOT / "drivers", "hil_tune.drivers"))
 MAX_LINES = 80
@@ -80,3 +82,25 @@ def test_no_function_over_80_lines():
                 if lines > MAX_LINES:
                     found[(m, node.name)] = lines
     assert not found, f"over {MAX_LINES} lines: {found}"
+
+
+def test_one_table_of_isp_blocks_names_every_knob_once():
+    """The pipeline, the proxy and the foreign firmware read one block table: the synthetic ISP's
+    knobs are its blocks' knobs in order, each block's differentiable twin exists, and the proxy's
+    knob groups are the table's."""
+    from hil_tune.isp.blocks import BLOCKS, REQUIRED_PARAMS, params_of
+    from hil_tune.models import isp_blocks, proxy
+    from hil_tune.profiles import load_profile
+
+    assert tuple(load_profile("synthetic").space.names) == REQUIRED_PARAMS
+    assert len(set(REQUIRED_PARAMS)) == len(REQUIRED_PARAMS)  # no knob in two blocks
+    for block in BLOCKS:
+        assert block.differentiable is None or callable(getattr(isp_blocks, block.differentiable))
+    assert tuple(params_of(b) for b in ("denoise", "white_balance", "ccm", "sharpen")) == (
+        proxy.NR,
+        proxy.WB,
+        proxy.CCM,
+        proxy.USM,
+    )
+    with pytest.raises(KeyError, match="no ISP block 'lens'"):
+        params_of("lens")

@@ -19,8 +19,9 @@ import numpy as np
 
 from hil_tune.isp.ccm import ccm_from_params
 from hil_tune.isp.denoise import check_size
-from hil_tune.isp.jpeg import jpeg_roundtrip
+from hil_tune.isp.jpeg import JFIF_YCBCR, jpeg_roundtrip
 from hil_tune.isp.pipeline import IspStages, SyntheticISP
+from hil_tune.isp.sharpen import blur_radius
 from hil_tune.params import ParamDict
 from hil_tune.raw import RawFrame, pack4, unpack4
 
@@ -62,9 +63,9 @@ class ForeignISP(SyntheticISP):
         return np.clip(rgb * gains, 0, 1)
 
     def sharpen(self, rgb: np.ndarray, p: ParamDict) -> np.ndarray:
-        luma = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        luma = rgb @ np.array(JFIF_YCBCR[0], dtype=np.float32)
         sigma_usm = float(p["usm-sigma"])
-        radius = max(1, int(4.0 * sigma_usm + 0.5))
+        radius = blur_radius(sigma_usm)
         blur = cv2.GaussianBlur(luma, (2 * radius + 1,) * 2, sigma_usm, borderType=cv2.BORDER_REFLECT)
         return np.clip(rgb + float(p["usm-amount"]) * (luma - blur)[..., None], 0, 1)
 

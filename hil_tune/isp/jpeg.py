@@ -15,6 +15,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
+# JFIF's YCbCr (ITU-R BT.601, full range): rows Y, Cb, Cr from R, G, B; and back, the (Cb, Cr)
+# coefficients of R, G, B. What libjpeg computes, what the proxies' JPEG model and the foreign
+# firmware's luminance use.
+JFIF_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+JFIF_RGB_FROM_CHROMA = ((0.0, 1.402), (-0.344136, -0.714136), (1.772, 0.0))
+
 
 def to_uint8(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) float in [0, 1] -> (H, W, 3) uint8 with rounding."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hil_tune.errors import ProfileError
+from hil_tune.isp.blocks import REQUIRED_PARAMS
 from hil_tune.isp.ccm import ccm_from_params, color_matrix
 from hil_tune.isp.demosaic import demosaic
 from hil_tune.isp.denoise import check_size, denoise_mosaic
@@ -24,13 +25,6 @@ from hil_tune.isp.workspace import thread_workspace
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
 from hil_tune.raw import RawFrame
-
-REQUIRED_PARAMS = (
-    "filter-strength", "noise-type", "noise-var", "lambda-thr3d", "mu2",
-    "gain-r", "gain-g", "gain-b", "digital-gain",
-    "ccm00", "ccm01", "ccm02", "ccm10", "ccm11", "ccm12", "ccm20", "ccm21", "ccm22",
-    "usm-amount", "usm-sigma",
-)  # fmt: skip
 
 
 @dataclass

@@ -12,11 +12,20 @@ import numpy as np
 
 from hil_tune.isp.workspace import Workspace, scratch
 
+# A Gaussian blur of width sigma is truncated at this many sigmas (scipy.ndimage's default), in the
+# numpy ISP, the foreign firmware and the proxies alike.
+BLUR_TRUNCATE = 4.0
+
+
+def blur_radius(sigma: float) -> int:
+    """Taps on each side of a Gaussian of width `sigma`: int(4 sigma + 0.5), at least 1."""
+    return max(1, int(BLUR_TRUNCATE * sigma + 0.5))
+
 
 def unsharp_mask(rgb: np.ndarray, *, amount: float, sigma: float, work: Workspace | None = None) -> np.ndarray:
     """(H, W, C) float in [0, 1] -> sharpened float32. Borders are reflected, so flat edges stay flat."""
     x = np.ascontiguousarray(rgb, dtype=np.float32)
-    radius = max(1, int(4.0 * sigma + 0.5))  # scipy.ndimage's truncate=4 radius
+    radius = blur_radius(sigma)
     ksize = (2 * radius + 1, 2 * radius + 1)
     # BORDER_REFLECT is scipy's "reflect" (edge sample repeated): a flat border stays flat.
     blur = cv2.GaussianBlur(

@@ -14,6 +14,8 @@ import torch.nn.functional as F  # noqa: N812 - the universal torch idiom
 from torch import Tensor
 
 from hil_tune.isp.demosaic import FILTERS
+from hil_tune.isp.jpeg import JFIF_RGB_FROM_CHROMA, JFIF_YCBCR
+from hil_tune.isp.sharpen import BLUR_TRUNCATE
 from hil_tune.raw import CFA_PATTERNS, PACK4_ORDER, site_names
 
 CFAS = tuple(CFA_PATTERNS)
@@ -71,7 +73,7 @@ def gaussian_blur(x: Tensor, sigma: Tensor, radius: int) -> Tensor:
     b, c, h, w = x.shape
     taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     # The ISP truncates at int(4 sigma + 0.5); weights beyond that are below e^-8 of the peak.
-    cut = (taps.abs()[None] <= torch.floor(4 * sigma[:, None] + 0.5).clamp(min=1)).to(x.dtype)
+    cut = (taps.abs()[None] <= torch.floor(BLUR_TRUNCATE * sigma[:, None] + 0.5).clamp(min=1)).to(x.dtype)
     k = torch.exp(-0.5 * (taps[None] / sigma[:, None]) ** 2) * cut
     k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B * C, K)
     flat = x.reshape(1, b * c, h, w)
@@ -155,8 +157,7 @@ def jpeg(rgb: Tensor, quality: int, subsampling: str = "4:2:0") -> Tensor:
     x = straight_round(rgb.clamp(0, 1) * 255)
     x = F.pad(x, (0, -w % (8 * sx), 0, -h % (8 * sy)), mode="replicate")
     r, g, b = x.unbind(1)
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    chroma = torch.stack([-0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b], 1)
+    y, chroma = _to_ycbcr(r, g, b)
     dct = torch.as_tensor(dct_matrix(), dtype=rgb.dtype, device=rgb.device)
     luma_q = torch.as_tensor(quant_table(_LUMA_Q, quality), dtype=rgb.dtype, device=rgb.device)
     chroma_q = torch.as_tensor(quant_table(_CHROMA_Q, quality), dtype=rgb.dtype, device=rgb.device)
@@ -170,8 +171,19 @@ def jpeg(rgb: Tensor, quality: int, subsampling: str = "4:2:0") -> Tensor:
         small = F.interpolate(small, scale_factor=(sy, sx), mode="bilinear", align_corners=False)
     cb, cr = small.unbind(1)
     y = y.clamp(0, 255)
-    out = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
+    out = _from_ycbcr(y, cb, cr)
     return (out[..., :h, :w] / 255).clamp(0, 1)
+
+
+def _to_ycbcr(r: Tensor, g: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """(Y, stacked Cb Cr) by JFIF's formula (hil_tune.isp.jpeg.JFIF_YCBCR)."""
+    (yr, yg, yb), (br, bg, bb), (rr, rg, rb) = JFIF_YCBCR
+    return yr * r + yg * g + yb * b, torch.stack([br * r + bg * g + bb * b, rr * r + rg * g + rb * b], 1)
+
+
+def _from_ycbcr(y: Tensor, cb: Tensor, cr: Tensor) -> Tensor:
+    (_, r_cr), (g_cb, g_cr), (b_cb, _) = JFIF_RGB_FROM_CHROMA
+    return torch.stack([y + r_cr * cr, y + g_cb * cb + g_cr * cr, y + b_cb * cb], 1)
 
 
 def chroma_subsample(rgb: Tensor, subsampling: str) -> Tensor:
@@ -181,12 +193,11 @@ def chroma_subsample(rgb: Tensor, subsampling: str) -> Tensor:
     if subsampling == "4:4:4":
         return rgb
     r, g, b = rgb.unbind(1)
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    chroma = torch.stack([-0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b], 1)
+    y, chroma = _to_ycbcr(r, g, b)
     pool = (2, 2) if subsampling == "4:2:0" else (1, 2)
     small = F.avg_pool2d(chroma, pool, ceil_mode=True)
     cb, cr = F.interpolate(small, size=rgb.shape[-2:], mode="bilinear", align_corners=False).unbind(1)
-    return torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1).clamp(0, 1)
+    return _from_ycbcr(y, cb, cr).clamp(0, 1)
 
 
 def _pack_order() -> Tensor:

@@ -25,7 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hil_tune.isp.blocks import params_of
 from hil_tune.isp.denoise import NOISE_TYPES, noise_psd
+from hil_tune.isp.sharpen import blur_radius
 from hil_tune.models import isp_blocks as blocks
 from hil_tune.models.collaborative import NoiseTables, collaborative_denoise, noise_tables
 from hil_tune.models.learnt_blocks import (
@@ -43,10 +45,7 @@ KINDS = ("greybox", "unet")
 # Bumped when a model's forward changes with the same weights, so a
 # checkpoint trained under another structure is refused instead of silently computing something else.
 STRUCTURE = {"greybox": 4, "unet": 1}
-NR = ("filter-strength", "noise-type", "noise-var", "lambda-thr3d", "mu2")
-WB = ("gain-r", "gain-g", "gain-b", "digital-gain")
-CCM = tuple(f"ccm{i}{j}" for i in range(3) for j in range(3))
-USM = ("usm-amount", "usm-sigma")
+NR, WB, CCM, USM = (params_of(b) for b in ("denoise", "white_balance", "ccm", "sharpen"))  # the block table
 NR_GROUP = "noise-reduction"
 # Epochs of training before candidate blocks whose weight has fallen below their threshold are pruned.
 PRUNE_AFTER_EPOCHS = 2
@@ -207,7 +206,7 @@ class GreyboxProxy(nn.Module):
         self.jpeg_quality = int(profile.pipeline.jpeg_quality)
         self.subsampling = profile.pipeline.jpeg_subsampling if self.jpeg_quality > 0 else "4:4:4"
         sigma_max = profile.space["usm-sigma"].max if self.use_usm else 1.0
-        self.usm_radius = max(1, int(4 * float(sigma_max or 1.0) + 0.5))
+        self.usm_radius = blur_radius(float(sigma_max or 1.0))
         n = len(profile.space)
         self.embed = nn.Sequential(
             nn.Linear(n, config.film_dim), nn.SiLU(), nn.Linear(config.film_dim, config.film_dim)
