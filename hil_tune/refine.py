@@ -191,14 +191,18 @@ class Refine:
     def _train_sources(self) -> list[Source]:
         return resolve_sources(self.inputs.train_images)
 
+    def _plan_seed(self, r: int) -> int:
+        """Round r's plan seed: each round sees other camera draws of the training photos."""
+        return self.settings.seed + r
+
     def _predict(self, r: int) -> None:
-        """The previous predictor's setting for each training image's first K patches (the patches
-        the round's plan puts its samples on, in order)."""
+        """The previous predictor's setting for each training image's first K patches: the very
+        patches (same camera draw, the plan's seed) the round's plan puts its samples on, in order."""
         model = load_predictor(self.predictor_run(r - 1))[0]
         k = self.settings.samples_per_image
         centres = {}
         for source in self._train_sources():
-            frame = load_source(source, self.profile, self.settings.seed)
+            frame = load_source(source, self.profile, self._plan_seed(r))
             windows = patches(frame, self.settings.patch)[:k]
             centres[source.id] = [predict_params(model, self.profile, w) for w in windows]
         atomic_write(self.round_dir(r) / "centres.json", json.dumps(centres, indent=2).encode())
@@ -210,7 +214,7 @@ class Refine:
             centres = json.loads((self.round_dir(r) / "centres.json").read_text())
             plan = build_plan(
                 self.profile, self._train_sources(), samples_per_source=self.settings.samples_per_image,
-                seed=self.settings.seed + r, patch=self.settings.patch, around=centres,
+                seed=self._plan_seed(r), patch=self.settings.patch, around=centres,
                 radius=self.settings.radius, within=self.region, shard_size=16,
             )  # fmt: skip
             folder.create(plan)

@@ -30,7 +30,8 @@ from hil_tune.models.proxy import ProxyConfig
 from hil_tune.refine import Refine, RefineInputs, RefineSettings
 from hil_tune.train import checkpoint
 from hil_tune.train.data import SweepDataset, SweepUnion
-from hil_tune.train.predictor_train import PredictorTrainConfig, train_predictor
+from hil_tune.train.predictor_eval import predict_params
+from hil_tune.train.predictor_train import PredictorTrainConfig, load_predictor, train_predictor
 from hil_tune.train.proxy_train import TrainConfig, make_split, train_proxy
 
 TINY = RefineSettings(rounds=2, samples_per_image=2, patch=32, proxy_epochs=2, predictor_epochs=2, eval_size=32,
@@ -115,6 +116,14 @@ def test_rounds_on_sim_resample_fine_tune_and_measure_on_the_device(refined, sta
             row = reader.rows[index]
             own = [prof.space.encode(c) for c in centres[row.source]]
             assert min(np.max(np.abs(np.asarray(row.encoded) - c)) for c in own) <= TINY.radius + 0.02
+        for index in reader.indices[:3]:  # each centre was predicted on the very patch captured around it
+            row, sample = reader.rows[index], reader.sample(index)
+            k = [j for j in reader.indices if reader.rows[j].source == row.source].index(index)
+            patch = load_source(resolve_sources([row.source])[0], prof, reader.plan.seed).crop(*row.patch)
+            assert np.array_equal(patch.mosaic, sample.raw)
+            assert centres[row.source][k % len(centres[row.source])] == predict_params(
+                load_predictor(tmp / "pred" if r == 1 else folder / f"round-{r - 1}" / "predictor")[0], prof, patch
+            )
         side = json.loads((rd / "proxy" / "model.json").read_text())
         assert side["dataset"]["parts"] == [str(root)] + [
             str(folder / f"round-{k}" / "samples") for k in range(1, r + 1)
