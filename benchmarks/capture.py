@@ -40,7 +40,9 @@ def main() -> int:
     args = ap.parse_args()
     cores = sorted(os.sched_getaffinity(0))
     profile = load_profile("synthetic")
-    plan = build_plan(profile, resolve_sources(SOURCES), samples_per_source=args.samples_per_source, patch=args.patch)
+    plan = build_plan(
+        profile, resolve_sources(SOURCES), samples_per_source=args.samples_per_source, patch=args.patch, shard_size=4
+    )  # several shards, so the plan splits into parts
     n = len(plan.rows)
 
     os.sched_setaffinity(0, {cores[0]})  # one core for the bare ISP and the single-process loop
