@@ -19,3 +19,17 @@ def install_plugin(root: Path, package: str, code: str, entry_points: dict[str, 
     lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
     (dist / "entry_points.txt").write_text(f"[hil_tune.drivers]\n{lines}")
     return root
+
+
+# A third-party ISP no built-in firmware makes: the negative of the synthetic ISP's output.
+INK_DRIVER = """
+    from hil_tune.drivers.sim import SimDriver
+
+    class InkDriver(SimDriver):
+        name = "ink"
+
+        def _grab(self, raw, deadline):
+            grab = super()._grab(raw, deadline)
+            grab.image = 255 - grab.image
+            return grab
+    """

@@ -18,7 +18,7 @@ from capture_helpers import BOARD_FAST, fast_sweep
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from plugins import install_plugin
+from plugins import INK_DRIVER, install_plugin
 
 from hil_tune.capture.sources import load_source, resolve_sources
 from hil_tune.drivers.emulated.firmware import BoardFirmware
@@ -102,18 +102,7 @@ def test_the_run_folder_needs_no_dataset(board_run, tmp_path):
 def ink_plugin(tmp_path, monkeypatch):
     """A third-party ISP installed the way pip installs one: its output is the negative of the
     synthetic ISP's, which no built-in firmware makes."""
-    code = """
-        from hil_tune.drivers.sim import SimDriver
-
-        class InkDriver(SimDriver):
-            name = "ink"
-
-            def _grab(self, raw, deadline):
-                grab = super()._grab(raw, deadline)
-                grab.image = 255 - grab.image
-                return grab
-        """
-    install_plugin(tmp_path, "ink_isp", code, {"ink": "ink_isp:InkDriver"})
+    install_plugin(tmp_path, "ink_isp", INK_DRIVER, {"ink": "ink_isp:InkDriver"})
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
     sys.modules.pop("ink_isp", None)

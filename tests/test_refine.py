@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from capture_helpers import BOARD_FAST, FAST_PROFILE, fast_sweep
-from plugins import install_plugin
+from plugins import INK_DRIVER, install_plugin
 
 from hil_tune.capture.dataset import DatasetReader
 from hil_tune.capture.plan import build_plan
@@ -200,19 +200,8 @@ def test_rounds_on_a_plug_in_driver_whose_isp_no_firmware_makes(start, tmp_path,
     """A third-party driver found by entry point (its output the negative of the synthetic ISP's):
     the round's samples and the table come from it, not from a built-in firmware."""
     tmp, _, _ = start
-    code = """
-        from hil_tune.drivers.sim import SimDriver
-
-        class InkDriver(SimDriver):
-            name = "ink"
-
-            def _grab(self, raw, deadline):
-                grab = super()._grab(raw, deadline)
-                grab.image = 255 - grab.image
-                return grab
-        """
     (tmp_path / "site").mkdir()
-    install_plugin(tmp_path / "site", "ink_refine", code, {"ink": "ink_refine:InkDriver"})
+    install_plugin(tmp_path / "site", "ink_refine", INK_DRIVER, {"ink": "ink_refine:InkDriver"})
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     try:
         inputs = RefineInputs(tmp / "proxy", tmp / "pred", "ink", {"sensor_size": 32})
