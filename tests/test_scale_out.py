@@ -160,16 +160,20 @@ def _free_port() -> int:
 
 
 def _two_nodes(dataset: Path, out: Path, epochs: int, *extra: str) -> None:
-    """Proxy training launched as two torchrun 'nodes' (one process each) meeting at a c10d
-    rendezvous on localhost: how `torchrun --nnodes 2` runs on two machines, with the run folder
-    on a shared filesystem."""
+    """Proxy training launched as two torchrun 'nodes' (one process each, node ranks 0 and 1, node 0
+    hosting the rendezvous at --master-addr): how `torchrun --nnodes 2` runs on two machines, with
+    the run folder on a shared filesystem. (Two agents given the same c10d endpoint on one host may
+    both try to host its store; a static rendezvous names the host.)"""
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "hil-tune-test",
-           "-m", "hil_tune.cli", "train", "proxy", str(dataset), "--out", str(out), "--epochs", str(epochs),
-           "--width", "8", "--depth", "2", "--batch", "4", *extra]  # fmt: skip
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for _ in range(2)]
+
+    def node(rank: int) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
+                "-m", "hil_tune.cli", "train", "proxy", str(dataset), "--out", str(out), "--epochs", str(epochs),
+                "--width", "8", "--depth", "2", "--batch", "4", *extra]  # fmt: skip
+
+    procs = [subprocess.Popen(node(r), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for r in (0, 1)]
     for p in procs:
         assert p.wait(timeout=600) == 0, p.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
 
