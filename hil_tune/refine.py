@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from hil_tune.atomic import atomic_write
 from hil_tune.capture.dataset import DatasetFolder, DatasetReader
@@ -42,7 +43,7 @@ from hil_tune.capture.plan import build_plan
 from hil_tune.capture.sources import Source, load_source, resolve_sources
 from hil_tune.drivers.registry import create_driver
 from hil_tune.errors import HilTuneError, InputError
-from hil_tune.metrics import psnr
+from hil_tune.metrics import psnr, psnr_batch
 from hil_tune.models.predictor import PredictorConfig
 from hil_tune.models.proxy import ProxyConfig
 from hil_tune.params import Region
@@ -299,12 +300,9 @@ def _complete(root: Path) -> bool:
 
 @torch.no_grad()
 def _proxy_psnrs(proxy: torch.nn.Module, ds: SweepDataset) -> list[float]:
-    values = []
-    for i in range(len(ds)):
-        b = ds[i]
-        out = proxy(b["mosaic"][None], torch.tensor([b["cfa"]]), b["encoded"][None])[0].clamp(0, 1)
-        values.append(psnr(out.permute(1, 2, 0).numpy().astype(np.float64), b["output"].permute(1, 2, 0).numpy()))
-    return values
+    """Per-sample PSNR of the proxy against the device, in batches (the metric proxy training uses)."""
+    values = [psnr_batch(proxy(b["mosaic"], b["cfa"], b["encoded"]), b["output"]) for b in DataLoader(ds, batch_size=8)]
+    return torch.cat(values).tolist()
 
 
 def _stats(values: list[float]) -> dict[str, float | int | None]:
