@@ -113,7 +113,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "predictor-scale")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predictor.json")
-    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--draws", type=int, default=3, help="unprocessing draws (cameras) per training photo in the sweep")
     ap.add_argument("--size", type=int, default=128, help="crop side for predictor training and evaluation")
     ap.add_argument("--crops-per-image", type=int, default=4)

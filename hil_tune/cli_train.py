@@ -145,6 +145,9 @@ def train_predictor_cmd(
     epochs: Annotated[int, typer.Option()] = 30,
     batch: Annotated[int, typer.Option()] = 8,
     lr: Annotated[float, typer.Option()] = 1e-3,
+    lr_schedule: Annotated[
+        str, typer.Option("--lr-schedule", help="constant, or cosine (decays to 0 over the epochs).")
+    ] = "constant",
     dim: Annotated[int, typer.Option(help="Token width.")] = 64,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
@@ -169,7 +172,7 @@ def train_predictor_cmd(
     if (out_dir / "checkpoint.pt").exists() and not resume:
         raise InputError(f"{out_dir} already holds a run: add --resume to continue it, or choose a new folder")
     cfg = PredictorTrainConfig(epochs=epochs, batch=batch, lr=lr, seed=seed, device=device, crop=crop,
-                               crops_per_image=crops_per_image)  # fmt: skip
+                               crops_per_image=crops_per_image, lr_schedule=lr_schedule)  # fmt: skip
     with progress(TextColumn("{task.fields[info]}"), console=err) as bar:
         t = bar.add_task("predictor", total=None, info="")
 

@@ -4,6 +4,7 @@ reference task and for a plug-in downstream network, prediction and evaluation o
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -196,3 +197,34 @@ def test_training_on_any_photos_with_fresh_crops_each_epoch(trained, tmp_path):
     with pytest.raises(InputError, match="held-out photos"):
         train_predictor(data, tmp / "proxy", "reference", tmp_path / "x", PredictorConfig(dim=32),
                         PredictorTrainConfig(epochs=1, crop=32), images=[held[0]])  # fmt: skip
+
+
+class _CutError(Exception):
+    pass
+
+
+def test_a_cosine_schedule_decays_each_epoch_and_resumes_where_it_was_cut(trained, tmp_path):
+    """--lr-schedule cosine: epoch e runs at lr (1 + cos(pi e / E)) / 2; a run cut after two epochs
+    and resumed ends with the weights and history of one that ran straight through (the schedule's
+    state travels in the checkpoint)."""
+    tmp, data, _ = trained
+    cfg = PredictorTrainConfig(epochs=4, batch=8, lr=2e-3, lr_schedule="cosine")
+    straight = train_predictor(data, tmp / "proxy", "reference", tmp_path / "a", PredictorConfig(dim=32), cfg)
+    expected = [2e-3 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert [h["lr"] for h in straight["history"]] == pytest.approx(expected)
+
+    def cut(record: dict) -> None:
+        if record["epoch"] == 1:
+            raise _CutError
+
+    with pytest.raises(_CutError):
+        train_predictor(data, tmp / "proxy", "reference", tmp_path / "b", PredictorConfig(dim=32), cfg, on_epoch=cut)
+    resumed = train_predictor(data, tmp / "proxy", "reference", tmp_path / "b", PredictorConfig(dim=32), cfg,
+                              resume=True)  # fmt: skip
+    assert [h["lr"] for h in resumed["history"]] == [h["lr"] for h in straight["history"]]
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
+    a, b = (load_predictor(tmp_path / r)[0].state_dict() for r in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(InputError, match="learning-rate schedule"):
+        train_predictor(data, tmp / "proxy", "reference", tmp_path / "c", PredictorConfig(dim=32),
+                        PredictorTrainConfig(epochs=1, lr_schedule="step"))  # fmt: skip

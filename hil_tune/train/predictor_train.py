@@ -37,6 +37,25 @@ class PredictorTrainConfig:
     device: str = "cpu"
     crop: int = 128  # with training images: crop size (the paper slices 512 px)
     crops_per_image: int = 4  # with training images: crops (and camera draws) of each photo per epoch
+    lr_schedule: str = "constant"  # or "cosine": lr decays to 0 over `epochs` (LR_SCHEDULES)
+
+
+# Per-epoch learning-rate laws. Fresh crops and camera draws each epoch make the task loss noisy
+# from one step to the next; at a constant rate Adam keeps hopping around a plateau, and a cosine
+# decay lets the last epochs settle (measured in benchmarks/predictor_variant.py).
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def _optimiser(
+    model: torch.nn.Module, cfg: PredictorTrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam and its per-epoch schedule (torch's own, so a checkpoint carries its state)."""
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise InputError(f"unknown learning-rate schedule {cfg.lr_schedule!r}; expected one of {LR_SCHEDULES}")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if cfg.lr_schedule == "cosine":
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    return opt, torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
 
 
 def distinct_patches(ds: SweepDataset, exclude_sources: set[str]) -> tuple[list[int], list[int]]:
@@ -135,13 +154,26 @@ def _initial_weights(
 
 
 def _resume(
-    ckpt: Path, profile: Profile, model: torch.nn.Module, opt: torch.optim.Optimizer
+    ckpt: Path,
+    profile: Profile,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
 ) -> tuple[list[dict[str, Any]], int]:
     state, side = checkpoint.load(ckpt, profile)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
+    if "scheduler" in state:  # checkpoints before schedules existed ran at a constant rate
+        sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
     return side.get("history", []), int(state["epoch"]) + 1
+
+
+def _best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch whose weights are kept: the lowest held-out loss, since with a few dozen training
+    images the predictor starts to memorise them long before the last epoch."""
+    scored = [h for h in history if h.get("held_out_loss") is not None]
+    return min(scored, key=lambda h: h["held_out_loss"], default=None)
 
 
 def _task_loss(
@@ -195,17 +227,13 @@ def train_predictor(
     torch.manual_seed(cfg.seed)  # here, so the starting weights depend on the seed alone
     model = build_predictor(profile, lower, upper, config).to(device)
     started_from = _initial_weights(model, init, profile, config, (lower, upper)) if init is not None else None
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt, sched = _optimiser(model, cfg)
     ckpt = out / "checkpoint.pt"
     base = _sidecar_base(dataset, ds, profile, config, cfg, task_spec, (lower, upper), proxy_run, proxy_side,
                          (train_pos, held_pos, held_sources), crops)  # fmt: skip
     base.update({"init": started_from} if started_from is not None else {})
-    history, start = _resume(ckpt, profile, model, opt) if resume and ckpt.exists() else ([], 0)
-    # The weights kept are those of the epoch with the lowest held-out loss: with a few dozen
-    # training images the predictor starts to memorise them long before the last epoch.
-    best = min(
-        (h for h in history if h.get("held_out_loss") is not None), key=lambda h: h["held_out_loss"], default=None
-    )
+    history, start = _resume(ckpt, profile, model, opt, sched) if resume and ckpt.exists() else ([], 0)
+    best = _best_epoch(history)
     train_set: Dataset = crops if crops is not None else Subset(ds, train_pos)
     held_loader = DataLoader(Subset(ds, held_pos), batch_size=cfg.batch)
     gen = torch.Generator()
@@ -217,13 +245,15 @@ def train_predictor(
         model.train()
         run = run_epoch(loader, lambda b: _task_loss(model, proxy, task, b, device), opt, epoch, on_batch=on_batch)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": run.mean_loss, "seconds": round(run.seconds, 3),
+                                  "lr": opt.param_groups[0]["lr"],
                                   "held_out_loss": _held_out_loss(model, proxy, task, held_loader, device)}  # fmt: skip
+        sched.step()
         history.append(record)
         if record["held_out_loss"] is not None and (best is None or record["held_out_loss"] < best["held_out_loss"]):
             best = record
             checkpoint.save(out / "best.pt", {"model": model.state_dict()}, {**base, "epoch": epoch, "metrics": record})
-        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                 "rng": torch.get_rng_state()}  # fmt: skip
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "epoch": epoch, "rng": torch.get_rng_state()}  # fmt: skip
         checkpoint.save(ckpt, state, {**base, "epoch": epoch, "history": history, "metrics": record})
         if epoch % 5 == 4 or epoch == cfg.epochs - 1:  # a plot costs more than a small epoch
             plot_curves(history, out / "curves.png", f"predictor ({task_spec}) on {dataset.name}")
