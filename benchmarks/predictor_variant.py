@@ -1,9 +1,9 @@
 """One change to the predictor, measured on the held-out crops of `benchmarks/predictor.py`.
 
 Trains a predictor like the benchmark's (same sweep, proxy, training photos, crop and seed) with
-one setting changed (`--dim`: width of the attention, i.e. capacity; `--epochs`), and scores its
-predicted row on the real ISP on the same 24 crops, beside the benchmark's predictor retrained
-with its own settings (the work folder's `predictor`). A hypothesis test for docs/predictor.md,
+one setting changed (`--dim`: width of the attention, i.e. capacity; `--epochs`; `--lr-schedule`),
+and scores its predicted row on the real ISP on the same 24 crops, beside the benchmark's
+predictor retrained with its own settings (the work folder's `predictor`). A hypothesis test for docs/predictor.md,
 not a tuning run: the held-out photos are only scored, never trained on.
 Writes benchmarks/results/predictor_variant_<name>.json.
 Usage: python benchmarks/predictor_variant.py --dim 128
@@ -49,9 +49,10 @@ def main() -> int:
     ap.add_argument("--bench", type=Path, default=ROOT / "benchmarks" / "results" / "predictor.json")
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--lr-schedule", default="constant", help="constant or cosine")
     args = ap.parse_args()
     bench = json.loads(args.bench.read_text())
-    name = f"dim{args.dim}-epochs{args.epochs}"
+    name = f"dim{args.dim}-epochs{args.epochs}" + ("" if args.lr_schedule == "constant" else f"-{args.lr_schedule}")
     photos = photo_dir()
     if photos is None:
         print("needs the training photos: set HIL_TUNE_PHOTO_DIR (or put them in ../shared/data/photos)")
@@ -63,7 +64,7 @@ def main() -> int:
     images = [s.id for s in resolve_sources([*train_photos, "bundled"]) if s.id not in proxy_held]
     run = args.work / f"predictor-{name}"
     shutil.rmtree(run, ignore_errors=True)
-    cfg = PredictorTrainConfig(**{**base_side["train"], "epochs": args.epochs})
+    cfg = PredictorTrainConfig(**{**base_side["train"], "epochs": args.epochs, "lr_schedule": args.lr_schedule})
     t0 = time.perf_counter()
     side = train_predictor(data, proxy, "reference", run, PredictorConfig(**{**base_side["model"], "dim": args.dim}),
                            cfg, images=images)  # fmt: skip
@@ -78,13 +79,17 @@ def main() -> int:
             for k, rows in (("variant", variant), ("baseline", baseline))}  # fmt: skip
     out = {
         **header(f"predictor_variant_{name}"),
-        "change": {"dim": args.dim, "epochs": args.epochs},
-        "baseline": {"dim": base_side["model"]["dim"], "epochs": base_side["train"]["epochs"]},
+        "change": {"dim": args.dim, "epochs": args.epochs, "lr_schedule": args.lr_schedule},
+        "baseline": {
+            "dim": base_side["model"]["dim"],
+            "epochs": base_side["train"]["epochs"],
+            "lr_schedule": base_side["train"].get("lr_schedule", "constant"),
+        },
         "weights": weights,
         "images": len(variant),
         "mean": mean,
         "variant_minus_baseline_db": mean["variant"]["psnr"] - mean["baseline"]["psnr"],
-        "history": [{k: h[k] for k in ("epoch", "train_loss", "held_out_loss")} for h in side["history"]],
+        "history": [{k: h.get(k) for k in ("epoch", "train_loss", "held_out_loss", "lr")} for h in side["history"]],
         "kept_epoch": side["epoch"],
         "train_seconds": round(train_s, 1),
         "per_image": [{"variant": a, "baseline": b} for a, b in zip(variant, baseline, strict=True)],
