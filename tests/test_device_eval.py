@@ -301,3 +301,35 @@ def test_eval_proxy_on_the_emulated_board_over_serial_with_its_error_budget(boar
     for name, block in budget["by_block"].items():
         curves = [report["sensitivity"][k]["psnr"] for k in block["knobs"]]
         assert block["worst_psnr"] == min(min(c) for c in curves), name
+
+
+def test_cma_es_renders_each_generation_in_one_call_and_scores_each_setting_over_every_frame():
+    """The expert's and oracle's CMA-ES hand a whole generation to the renderer at once (population
+    x frames jobs), so a worker pool renders side by side; the loss kept for the best setting is
+    that setting's own mean over the frames (two different crops, so a mis-sliced batch shows)."""
+    from hil_tune.isp.foreign import isp_for
+    from hil_tune.profiles import load_profile
+    from hil_tune.train.predictor_eval import optimise
+
+    prof = load_profile("synthetic")
+    foreign = isp_for("foreign", prof)  # milliseconds a render: no BM3D
+    batches: list[int] = []
+
+    class InProcess:
+        calls = 0
+
+        def render(self, jobs, names=None):
+            batches.append(len(jobs))
+            self.calls += len(jobs)
+            return [foreign.run_frame(f, p) for f, p in jobs]
+
+    frames = []
+    for source in ("bundled:coffee", "bundled:chelsea"):
+        frame = _frame(prof, source, 32)
+        frames.append((frame, np.round(frame.reference * 255).astype(np.uint8)))
+    lower, upper = np.zeros(len(prof.space)), np.ones(len(prof.space))
+    renderer = InProcess()
+    best, loss = optimise(renderer, prof, frames, lower, upper, 20, prof.space.encode(prof.space.defaults()), 0)
+    assert batches == [2, 16, 16, 6] and renderer.calls == 40  # x0, then 8 + 8 + 3 settings of 2 frames
+    own = np.mean([score(foreign.run_frame(f, best), ref)["loss"] for f, ref in frames])
+    assert loss == pytest.approx(own, abs=1e-12)

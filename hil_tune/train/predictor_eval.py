@@ -74,23 +74,29 @@ def optimise(
     x0: np.ndarray,
     seed: int,
 ) -> tuple[ParamDict, float]:
-    """CMA-ES over the encoded region box; the mean loss over `frames` on the real ISP. x0 counts."""
+    """CMA-ES over the encoded region box; the mean loss over `frames` on the real ISP. x0 counts.
+
+    A generation's settings go to the renderer in one call (population x frames jobs), so a
+    worker pool renders them side by side: one image's oracle otherwise kept a single worker busy.
+    """
     span = upper - lower
     scale = np.where(span > 0, span, 1.0)
+    names = [f.source or "image" for f, _ in frames]
 
-    def loss_of(u: np.ndarray) -> float:
-        params = profile.space.decode(np.clip(u, lower, upper))
-        outs = isp.render([(f, params) for f, _ in frames], [f.source or "image" for f, _ in frames])
-        return float(np.mean([score(o, ref)["loss"] for o, (_, ref) in zip(outs, frames, strict=True)]))
+    def losses_of(us: list[np.ndarray]) -> list[float]:
+        settings = [profile.space.decode(np.clip(u, lower, upper)) for u in us]
+        outs = isp.render([(f, p) for p in settings for f, _ in frames], names * len(settings))
+        per = [score(o, ref)["loss"] for o, (_, ref) in zip(outs, frames * len(settings), strict=True)]
+        return [float(np.mean(per[i : i + len(frames)])) for i in range(0, len(per), len(frames))]
 
-    best_u, best = np.clip(x0, lower, upper), loss_of(np.clip(x0, lower, upper))
-    used = 1
+    best_u = np.clip(x0, lower, upper)
+    best, used = losses_of([best_u])[0], 1
     es = cma.CMAEvolutionStrategy(
         ((best_u - lower) / scale).tolist(), 0.25, {"bounds": [0, 1], "seed": seed + 1, "verbose": -9, "popsize": 8}
     )
     while used < budget:
         xs = es.ask()[: budget - used]
-        losses = [loss_of(lower + np.asarray(x) * scale) for x in xs]
+        losses = losses_of([lower + np.asarray(x) * scale for x in xs])
         used += len(xs)
         if len(xs) == es.popsize:
             es.tell(xs, losses)
