@@ -41,8 +41,9 @@ class PredictorTrainConfig:
 
 
 # Per-epoch learning-rate laws. Fresh crops and camera draws each epoch make the task loss noisy
-# from one step to the next; at a constant rate Adam keeps hopping around a plateau, and a cosine
-# decay lets the last epochs settle (measured in benchmarks/predictor_variant.py).
+# from one step to the next, and at a constant rate the held-out loss sits on a noisy plateau
+# (docs/predictor.md); a cosine decay lets the last epochs settle. Whether that helps on held-out
+# photos is for benchmarks/predictor_variant.py --lr-schedule cosine to say: not yet measured.
 LR_SCHEDULES = ("constant", "cosine")
 
 
