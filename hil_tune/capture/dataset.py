@@ -335,6 +335,7 @@ class DatasetFolder:
             os.replace(shard, quarantine / f"{shard.name}.{n}")
             fsync_dir(shard.parent)
             self.dropped += [f"{why}: captured again ({shard.name} kept in {QUARANTINE}/)" for why in bad.values()]
+        digests: dict[int, str] = {}
         for pending in sorted((self.root / PENDING).glob("*.tar")):
             try:
                 samples = read_tar(pending)
@@ -351,9 +352,14 @@ class DatasetFolder:
                 pending.unlink(missing_ok=True)  # packed already; the crash came before the clean-up
                 continue
             written[int(pending.stem)] = str(pending.relative_to(self.root))
+            digests[int(pending.stem)] = json_digest(samples[int(pending.stem)])
         rows = []
         for index, file in sorted(written.items()):
+            # A sample written just before a kill, whose row never reached the manifest, gets its
+            # checksum from its own bytes, as the row it missed would have carried.
             row = dict(latest.get(index, {"index": index, "recovered": True}))
+            if index in digests and "json_sha256" not in row:
+                row["json_sha256"] = digests[index]
             row.update(status="done", file=file)
             rows.append(row)
         atomic_write(self.root / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
