@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import procs
 import pytest
 import torch
 from capture_helpers import fast_sweep
@@ -157,13 +158,14 @@ def test_a_checkpoint_refuses_another_profile_or_structure(sweep, tmp_path):
 def test_ddp_with_torchrun_on_two_cpu_processes(sweep, tmp_path):
     root, _ = sweep
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+    port = str(procs.free_port())
+    code, err = procs.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", port,
          "-m", "hil_tune.cli", "train", "proxy", str(root), "--out", str(tmp_path / "ddp"), "--epochs", "2",
          "--width", "8", "--depth", "2", "--batch", "4"],
-        capture_output=True, text=True, timeout=600, env=env,
+        env, timeout=600,
     )  # fmt: skip
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert code == 0, err[-3000:]
     side = json.loads((tmp_path / "ddp" / "model.json").read_text())
     assert side["world_size"] == 2 and len(side["history"]) == 2
     assert np.isfinite(side["metrics"]["train_loss"])

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import procs
 import pytest
 from capture_helpers import fast_profile
 
@@ -151,20 +152,12 @@ def test_parts_as_tasks_of_an_executor_give_the_same_dataset(captured, tmp_path,
         run_parts(tmp_path / "ds", plan, settings, 2, executor=executor)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _two_nodes(dataset: Path, out: Path, epochs: int, *extra: str) -> None:
     """Proxy training launched as two torchrun 'nodes' (one process each, node ranks 0 and 1, node 0
     hosting the rendezvous at --master-addr): how `torchrun --nnodes 2` runs on two machines, with
     the run folder on a shared filesystem. (Two agents given the same c10d endpoint on one host may
     both try to host its store; a static rendezvous names the host.)"""
-    port = _free_port()
+    port = procs.free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def node(rank: int) -> list[str]:
@@ -173,9 +166,10 @@ def _two_nodes(dataset: Path, out: Path, epochs: int, *extra: str) -> None:
                 "-m", "hil_tune.cli", "train", "proxy", str(dataset), "--out", str(out), "--epochs", str(epochs),
                 "--width", "8", "--depth", "2", "--batch", "4", *extra]  # fmt: skip
 
-    procs = [subprocess.Popen(node(r), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for r in (0, 1)]
-    for p in procs:
-        assert p.wait(timeout=600) == 0, p.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
+    nodes = [procs.start(node(r), env) for r in (0, 1)]
+    deadline = time.monotonic() + 600
+    for code, err in [procs.finish(p, max(1.0, deadline - time.monotonic())) for p in nodes]:
+        assert code == 0, err[-3000:]
 
 
 def test_proxy_training_across_two_nodes_checkpoints_and_resumes_as_on_one(tmp_path):
