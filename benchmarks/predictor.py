@@ -163,7 +163,8 @@ def main() -> int:
     predictor_photos = [s.id for s in resolve_sources([*train_photos, "bundled"]) if s.id not in proxy_held]
     t0 = time.perf_counter()
     run_side = _sidecar(run / "model.json")
-    if fresh or not (args.reuse and run_side and len(run_side["history"]) == args.epochs):
+    same = run_side and len(run_side["history"]) == args.epochs and run_side["model"] == PredictorConfig().as_dict()
+    if fresh or not (args.reuse and same):
         shutil.rmtree(run, ignore_errors=True)
         pcfg = PredictorTrainConfig(epochs=args.epochs, crop=args.size, crops_per_image=args.crops_per_image)
         run_side = train_predictor(data, proxy, "reference", run, PredictorConfig(), pcfg, images=predictor_photos)

@@ -1,7 +1,8 @@
 """One change to the predictor, measured on the held-out crops of `benchmarks/predictor.py`.
 
 Trains a predictor like the benchmark's (same sweep, proxy, training photos, crop and seed) with
-one setting changed (`--dim`: width of the attention, i.e. capacity; `--epochs`; `--lr-schedule`),
+one setting changed (`--dim`: width of the attention, i.e. capacity; `--epochs`; `--lr`;
+`--lr-schedule`; `--stats`: the colour-statistics token),
 and scores its predicted row on the real ISP on the same 24 crops, beside the benchmark's
 predictor retrained with its own settings (the work folder's `predictor`). A hypothesis test for docs/predictor.md,
 not a tuning run: the held-out photos are only scored, never trained on.
@@ -49,10 +50,13 @@ def main() -> int:
     ap.add_argument("--bench", type=Path, default=ROOT / "benchmarks" / "results" / "predictor.json")
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=None, help="Adam's rate (default: the benchmark predictor's)")
     ap.add_argument("--lr-schedule", default="constant", help="constant or cosine")
+    ap.add_argument("--stats", action="store_true", help="add the colour-statistics token")
     args = ap.parse_args()
     bench = json.loads(args.bench.read_text())
     name = f"dim{args.dim}-epochs{args.epochs}" + ("" if args.lr_schedule == "constant" else f"-{args.lr_schedule}")
+    name += ("" if args.lr is None else f"-lr{args.lr:g}") + ("-stats" if args.stats else "")
     photos = photo_dir()
     if photos is None:
         print("needs the training photos: set HIL_TUNE_PHOTO_DIR (or put them in ../shared/data/photos)")
@@ -64,10 +68,12 @@ def main() -> int:
     images = [s.id for s in resolve_sources([*train_photos, "bundled"]) if s.id not in proxy_held]
     run = args.work / f"predictor-{name}"
     shutil.rmtree(run, ignore_errors=True)
-    cfg = PredictorTrainConfig(**{**base_side["train"], "epochs": args.epochs, "lr_schedule": args.lr_schedule})
+    lr = base_side["train"]["lr"] if args.lr is None else args.lr
+    change = {"epochs": args.epochs, "lr": lr, "lr_schedule": args.lr_schedule}
+    cfg = PredictorTrainConfig(**{**base_side["train"], **change})
+    model_cfg = PredictorConfig.from_dict({**base_side["model"], "dim": args.dim, "stats": args.stats})
     t0 = time.perf_counter()
-    side = train_predictor(data, proxy, "reference", run, PredictorConfig(**{**base_side["model"], "dim": args.dim}),
-                           cfg, images=images)  # fmt: skip
+    side = train_predictor(data, proxy, "reference", run, model_cfg, cfg, images=images)
     train_s = time.perf_counter() - t0
     isp = CachedRenderer(BuiltinRenderer(profile, run_firmware(side), os.cpu_count() or 1), args.work / "render-cache")
     try:
@@ -79,11 +85,13 @@ def main() -> int:
             for k, rows in (("variant", variant), ("baseline", baseline))}  # fmt: skip
     out = {
         **header(f"predictor_variant_{name}"),
-        "change": {"dim": args.dim, "epochs": args.epochs, "lr_schedule": args.lr_schedule},
+        "change": {"dim": args.dim, "stats": args.stats, **change},
         "baseline": {
             "dim": base_side["model"]["dim"],
             "epochs": base_side["train"]["epochs"],
+            "lr": base_side["train"]["lr"],
             "lr_schedule": base_side["train"].get("lr_schedule", "constant"),
+            "stats": base_side["model"].get("stats", False),
         },
         "weights": weights,
         "images": len(variant),

@@ -251,9 +251,9 @@ class Refine:
             PredictorTrainConfig(**side["train"]), epochs=self.settings.predictor_epochs, seed=self.settings.seed + r
         )
         images = self.inputs.train_images if side["dataset"].get("trained_on") == "image crops" else None
-        out = self.round_dir(r) / "predictor"
+        out, model = self.round_dir(r) / "predictor", PredictorConfig.from_dict(side["model"])
         train_predictor(
-            Path(side["dataset"]["path"]), self.proxy_run(r), side["task"], out, PredictorConfig(**side["model"]),
+            Path(side["dataset"]["path"]), self.proxy_run(r), side["task"], out, model,
             cfg, resume=(out / "checkpoint.pt").exists(), images=images, init=self.predictor_run(r - 1),
         )  # fmt: skip
 

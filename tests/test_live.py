@@ -47,6 +47,21 @@ def predictor(tmp_path_factory):
     return tmp, model, profile
 
 
+@pytest.fixture(scope="module")
+def scene_predictor(predictor):
+    """The same brief training without the global statistics. The scene-change test checks the
+    loop's push-and-settle mechanics and needs a predictor whose output follows the scene: with the
+    statistics, this 2-epoch predictor (32 px sim patches, all noisy) meets the board emulator's
+    noiseless frames far outside what it trained on (the noise statistic reads -22 standard
+    deviations), and its output moved by about 0.013 of the region at the scene change (0.06
+    without), under the push threshold. A real sensor is never noiseless; the emulator is."""
+    tmp, _, _ = predictor
+    train_predictor(tmp / "ds", tmp / "proxy", "reference", tmp / "pred-plain", PredictorConfig(dim=32, stats=False),
+                    PredictorTrainConfig(epochs=2))  # fmt: skip
+    model, _, profile = load_predictor(tmp / "pred-plain")
+    return tmp, model, profile
+
+
 def test_preview_packed_fast_paths_give_the_reference_numbers():
     """The latency path levels by table and packs planar; the numbers are the straightforward ones."""
     from hil_tune.drivers.base import Frame
@@ -187,8 +202,8 @@ def registers(fw):
     return fw.params_of(fw.shadow)
 
 
-def test_serial_scene_change_takes_effect_within_the_settle_count_then_stays_put(predictor, board, tmp_path):
-    _, model, profile = predictor
+def test_serial_scene_change_takes_effect_within_the_settle_count_then_stays_put(scene_predictor, board, tmp_path):
+    _, model, profile = scene_predictor
     fw, _, link = board
     before = registers(fw)
     drv = create_driver("serial", load_profile("emulated-board"), device=str(link))

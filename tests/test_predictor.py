@@ -33,11 +33,58 @@ def trained(tmp_path_factory):
 
 def test_predictions_stay_inside_the_region_and_every_token_attends():
     lower, upper = [0.2] * 20, [0.6] * 20
-    model = AttentionPredictor(20, lower, upper, PredictorConfig(dim=32, heads=2, self_layers=1))
+    model = AttentionPredictor(20, lower, upper, PredictorConfig(dim=32, heads=2, self_layers=1, stats=False))
     u = model(torch.rand(3, 4, 40, 56) * 4)  # any size, even overexposed input
     assert u.shape == (3, 20) and (u >= 0.2).all() and (u <= 0.6).all()
     att = model.last_attention
     assert att.shape == (3, 20, 8 * 8 + 1) and torch.allclose(att.sum(-1), torch.ones(3, 20))
+
+
+def test_the_statistics_read_a_cast_as_a_shift_of_log_ratios_and_the_noise_as_its_sigma():
+    from hil_tune.models.predictor import N_STATS, _global_stats
+
+    torch.manual_seed(0)
+    ramp = torch.linspace(0.1, 0.6, 64)
+    smooth = (ramp[None, :] * ramp[:, None] + 0.05).expand(2, 4, 64, 64)  # smooth planes
+    x = smooth + 0.02 * torch.randn(2, 4, 64, 64)
+    cast = x.clone()
+    cast[:, 2] *= 1.7  # one plane brighter: a camera's white balance
+    shift = _global_stats(cast) - _global_stats(x)
+    k = math.log(1.7)
+    chroma = torch.tensor([-k / 4, -k / 4, 3 * k / 4, -k / 4] * 3)
+    assert shift.shape == (2, N_STATS)
+    assert torch.allclose(shift[:, :12], chroma.expand(2, -1), atol=1e-5)
+    assert torch.allclose(shift[:, 12:15], torch.full((2, 3), k / 4), atol=1e-5)
+    # sqrt(s + n) - sqrt(s) ~ n / (2 sqrt(s)): the sigma of the square roots, averaged in logs
+    expected = (0.02 / (2 * torch.sqrt(smooth[0, 0] + 1e-4))).log().mean().exp()
+    sigma = _global_stats(x)[:, 15].exp()
+    assert torch.allclose(sigma, expected.expand(2), rtol=0.15), (sigma, expected)
+    quiet = _global_stats(smooth + 0.005 * torch.randn(2, 4, 64, 64))
+    assert (quiet[:, 15] < _global_stats(x)[:, 15] - 1).all()  # a quarter of the noise: log sigma down by ~1.4
+
+
+def test_the_statistics_path_starts_at_zero_and_keeps_outputs_in_the_region():
+    from hil_tune.models.predictor import N_STATS
+
+    cfg = PredictorConfig(dim=32, heads=2, self_layers=1, stats=True)
+    torch.manual_seed(0)
+    model = AttentionPredictor(20, [0.2] * 20, [0.6] * 20, cfg)
+    u = model(torch.rand(3, 4, 40, 56) * 4)
+    assert u.shape == (3, 20) and (u >= 0.2).all() and (u <= 0.6).all()
+    assert model.last_attention.shape == (3, 20, 8 * 8 + 2)
+    _, stats = model.tokens(torch.rand(3, 4, 40, 56))
+    assert stats is not None and not model.direct(stats).any()  # zero at the start: training decides
+    sample = torch.rand(16, 4, 32, 32) * torch.rand(16, 4, 1, 1)  # images of different casts
+    model.fit_stats(sample)
+    _, standard = model.tokens(sample)
+    assert torch.allclose(standard.mean(0), torch.zeros(N_STATS), atol=1e-4)
+    assert torch.allclose(standard.std(0), torch.ones(N_STATS), atol=1e-3)
+
+
+def test_configs_recorded_before_the_statistics_token_load_without_it():
+    old = {"dim": 64, "heads": 4, "self_layers": 2, "input_size": 64, "grid": 8}
+    assert PredictorConfig.from_dict(old).stats is False
+    assert PredictorConfig.from_dict(PredictorConfig(stats=True).as_dict()).stats is True
 
 
 def _region(side):
@@ -70,8 +117,12 @@ def test_training_through_the_frozen_proxy_for_the_reference_task(trained):
     # by 0.03 to 0.24.
     torch.manual_seed(cfg.seed)
     start = AttentionPredictor(len(prof.space), *_region(final), PredictorConfig(dim=32))
+    kept = load_predictor(tmp / "pred")[0]
+    with torch.no_grad():  # the statistics' standardisation is fitted before the first step, never trained
+        start.stats_shift.copy_(kept.stats_shift)
+        start.stats_scale.copy_(kept.stats_scale)
     held_out = final["dataset"]["held_out_sources"]
-    trained_loss = _training_loss_through_proxy(tmp, data, prof, held_out, load_predictor(tmp / "pred")[0])
+    trained_loss = _training_loss_through_proxy(tmp, data, prof, held_out, kept)
     assert trained_loss < _training_loss_through_proxy(tmp, data, prof, held_out, start)
     assert final["dataset"]["held_out_sources"] and not set(final["dataset"]["held_out_sources"]) & set(
         final["dataset"]["train_sources"]
@@ -228,3 +279,23 @@ def test_a_cosine_schedule_decays_each_epoch_and_resumes_where_it_was_cut(traine
     with pytest.raises(InputError, match="learning-rate schedule"):
         train_predictor(data, tmp / "proxy", "reference", tmp_path / "c", PredictorConfig(dim=32),
                         PredictorTrainConfig(epochs=1, lr_schedule="step"))  # fmt: skip
+
+
+def test_a_predictor_with_statistics_standardises_them_on_its_training_images_and_keeps_them(trained, tmp_path):
+    """The statistics' mean and spread come from the first epoch's training crops, travel in the
+    run's weights, and the direct path has moved off zero after training."""
+    from hil_tune.capture.sources import resolve_sources
+    from hil_tune.models.predictor import _global_stats
+    from hil_tune.train.image_crops import ImageCrops
+
+    tmp, data, prof = trained
+    images = ["bundled:hubble_deep_field@3"]
+    cfg = PredictorTrainConfig(epochs=2, batch=4, crop=32, crops_per_image=2)
+    train_predictor(data, tmp / "proxy", "reference", tmp_path / "p", PredictorConfig(dim=32, stats=True), cfg,
+                    images=images)  # fmt: skip
+    model, side, _ = load_predictor(tmp_path / "p")
+    assert side["model"]["stats"] is True
+    crops = ImageCrops(resolve_sources(images), prof, 32, per_image=2)
+    s = _global_stats(torch.stack([crops[i]["raw"] for i in range(len(crops))]))
+    assert torch.allclose(model.stats_shift, s.mean(0)) and torch.allclose(model.stats_scale, s.std(0).clamp(min=1e-3))
+    assert model.direct.weight.abs().max() > 0

@@ -177,6 +177,16 @@ def _best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(scored, key=lambda h: h["held_out_loss"], default=None)
 
 
+def _fit_statistics(model: AttentionPredictor, train_set: Dataset, n: int = 64) -> None:
+    """Standardise the predictor's global statistics over the first `n` training images (the first
+    epoch's crops: the same on a resumed run, whose checkpoint holds them anyway)."""
+    if model.stats is None:
+        return
+    if isinstance(train_set, ImageCrops):
+        train_set.set_epoch(0)
+    model.fit_stats(torch.stack([train_set[i]["raw"] for i in range(min(n, len(train_set)))]))  # type: ignore[arg-type]
+
+
 def _task_loss(
     model: torch.nn.Module, proxy: torch.nn.Module, task: Any, batch: dict[str, Any], device: torch.device
 ) -> tuple[torch.Tensor, int]:
@@ -227,6 +237,9 @@ def train_predictor(
     lower, upper = list(box.lower), list(box.upper)
     torch.manual_seed(cfg.seed)  # here, so the starting weights depend on the seed alone
     model = build_predictor(profile, lower, upper, config).to(device)
+    train_set: Dataset = crops if crops is not None else Subset(ds, train_pos)
+    if init is None:
+        _fit_statistics(model, train_set)
     started_from = _initial_weights(model, init, profile, config, (lower, upper)) if init is not None else None
     opt, sched = _optimiser(model, cfg)
     ckpt = out / "checkpoint.pt"
@@ -235,7 +248,6 @@ def train_predictor(
     base.update({"init": started_from} if started_from is not None else {})
     history, start = _resume(ckpt, profile, model, opt, sched) if resume and ckpt.exists() else ([], 0)
     best = _best_epoch(history)
-    train_set: Dataset = crops if crops is not None else Subset(ds, train_pos)
     held_loader = DataLoader(Subset(ds, held_pos), batch_size=cfg.batch)
     gen = torch.Generator()
     for epoch in range(start, cfg.epochs):
@@ -278,7 +290,8 @@ def load_predictor(run_dir: Path) -> tuple[AttentionPredictor, dict[str, Any], P
     if side.get("kind") != "predictor":
         raise checkpoint.CheckpointError(f"{run_dir}: not a predictor run")
     profile = Profile.model_validate(side["profile_data"])
-    model = build_predictor(profile, side["region"]["lower"], side["region"]["upper"], PredictorConfig(**side["model"]))
+    config = PredictorConfig.from_dict(side["model"])
+    model = build_predictor(profile, side["region"]["lower"], side["region"]["upper"], config)
     model.load_state_dict(state["model"])
     model.eval()
     return model, side, profile
