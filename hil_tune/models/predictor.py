@@ -67,7 +67,7 @@ class PredictorConfig:
 N_STATS = 16
 SIGMA_FLOOR = 1e-4  # a noiseless frame (a rendered scene, a test pattern) reads as this quiet
 STATS_BOUND = 12.0  # standardised statistics are clipped to +-this: a frame unlike every training
-# image (a noiseless emulator frame reads -40) must not drown the image tokens; over the
+# image (the board emulator's noiseless frames read -22) must not drown the image tokens; over the
 # benchmark's training crops, all 40 epochs, the largest is 10.1.
 
 
@@ -151,7 +151,6 @@ class AttentionPredictor(nn.Module):
         stats = None
         if self.stats is not None:
             stats = ((_global_stats(packed) - self.stats_shift) / self.stats_scale).clamp(-STATS_BOUND, STATS_BOUND)
-        if self.stats is not None and stats is not None:
             tokens.append(self.stats(stats).unsqueeze(1))
         return torch.cat(tokens, 1), stats
 
