@@ -2,7 +2,7 @@
 
 Trains a predictor like the benchmark's (same sweep, proxy, training photos, crop and seed) with
 one setting changed (`--dim`: width of the attention, i.e. capacity; `--epochs`; `--lr`;
-`--lr-schedule`; `--stats`: the colour-statistics token),
+`--lr-schedule`; `--stats` / `--no-stats`: the frame's global statistics),
 and scores its predicted row on the real ISP on the same 24 crops, beside the benchmark's
 predictor retrained with its own settings (the work folder's `predictor`). A hypothesis test for docs/predictor.md,
 not a tuning run: the held-out photos are only scored, never trained on.
@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +53,12 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--lr", type=float, default=None, help="Adam's rate (default: the benchmark predictor's)")
     ap.add_argument("--lr-schedule", default="constant", help="constant or cosine")
-    ap.add_argument("--stats", action="store_true", help="add the colour-statistics token")
+    ap.add_argument("--stats", action=argparse.BooleanOptionalAction, default=None,
+                    help="the global statistics (default: as the benchmark predictor)")  # fmt: skip
     args = ap.parse_args()
     bench = json.loads(args.bench.read_text())
     name = f"dim{args.dim}-epochs{args.epochs}" + ("" if args.lr_schedule == "constant" else f"-{args.lr_schedule}")
-    name += ("" if args.lr is None else f"-lr{args.lr:g}") + ("-stats" if args.stats else "")
+    name += ("" if args.lr is None else f"-lr{args.lr:g}") + {None: "", True: "-stats", False: "-nostats"}[args.stats]
     photos = photo_dir()
     if photos is None:
         print("needs the training photos: set HIL_TUNE_PHOTO_DIR (or put them in ../shared/data/photos)")
@@ -71,7 +73,8 @@ def main() -> int:
     lr = base_side["train"]["lr"] if args.lr is None else args.lr
     change = {"epochs": args.epochs, "lr": lr, "lr_schedule": args.lr_schedule}
     cfg = PredictorTrainConfig(**{**base_side["train"], **change})
-    model_cfg = PredictorConfig.from_dict({**base_side["model"], "dim": args.dim, "stats": args.stats})
+    model_cfg = PredictorConfig.from_dict({**base_side["model"], "dim": args.dim})
+    model_cfg = model_cfg if args.stats is None else replace(model_cfg, stats=args.stats)
     t0 = time.perf_counter()
     side = train_predictor(data, proxy, "reference", run, model_cfg, cfg, images=images)
     train_s = time.perf_counter() - t0
@@ -85,7 +88,7 @@ def main() -> int:
             for k, rows in (("variant", variant), ("baseline", baseline))}  # fmt: skip
     out = {
         **header(f"predictor_variant_{name}"),
-        "change": {"dim": args.dim, "stats": args.stats, **change},
+        "change": {"dim": args.dim, "stats": model_cfg.stats, **change},
         "baseline": {
             "dim": base_side["model"]["dim"],
             "epochs": base_side["train"]["epochs"],
