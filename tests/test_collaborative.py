@@ -132,10 +132,12 @@ def test_refuses_planes_smaller_than_a_block():
 
 def test_block_matching_keeps_to_the_window_and_finds_the_nearest_blocks():
     """On a plane wider than the search window: every stack lies within the window around its
-    reference, the reference leads, and the stack is the nearest blocks by brute force."""
+    reference, the reference leads, and the stack is the nearest blocks by brute force (compared by
+    distance: two blocks equally near within float rounding may swap places at the stack's edge,
+    which an unseeded plane once hit)."""
     from hil_tune.models.collaborative import _match
 
-    plane = torch.rand(1, 60, 52)
+    plane = torch.rand(1, 60, 52, generator=torch.Generator().manual_seed(0))
     idx, size = _match(plane, step=3, window=39, stack=16, tau=1e9)
     hb, wb = 60 - 7, 52 - 7
     blocks = torch.nn.functional.unfold(plane[:, None], 8)[0].T  # (L, 64)
@@ -147,6 +149,7 @@ def test_block_matching_keeps_to_the_window_and_finds_the_nearest_blocks():
         ry, rx = divmod(ref, wb)
         near = [p for p in range(hb * wb) if abs(p // wb - ry) <= 19 and abs(p % wb - rx) <= 19]
         dist = ((blocks[near] - blocks[ref]) ** 2).sum(1)
-        expected = {near[i] for i in dist.argsort()[:16].tolist()}
-        assert int(idx[0, n, 0]) == ref
-        assert set(idx[0, n].tolist()) == expected
+        got = idx[0, n].tolist()
+        assert int(idx[0, n, 0]) == ref and len(set(got)) == 16 and set(got) <= set(near)
+        got_dist = ((blocks[got] - blocks[ref]) ** 2).sum(1).sort().values
+        assert torch.allclose(got_dist, dist.sort().values[:16], rtol=1e-5, atol=1e-5)
