@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 from provenance import header
 
-from hil_tune.profiles import Profile
-from hil_tune.train.predictor_eval import ideal_candidates, reference_frame, run_firmware, score
+from hil_tune.train.predictor_eval import best_ideal, reference_frame, run_firmware, score, snapped
 from hil_tune.train.predictor_train import load_predictor
 from hil_tune.train.render_cache import CachedRenderer
 from hil_tune.train.renderers import BuiltinRenderer
@@ -50,14 +49,6 @@ def expected_draw(draws: int = DRAWS) -> dict[str, dict[str, float]]:
     }
 
 
-def snapped(profile: Profile, params: dict, wanted: dict[str, float]) -> dict:
-    out = dict(params)
-    for k, v in wanted.items():
-        spec = profile.space[k]
-        out[k] = spec.quantize(min(max(v, float(spec.min)), float(spec.max)))[0]  # type: ignore[arg-type]
-    return out
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "predictor-scale")
@@ -75,9 +66,7 @@ def main() -> int:
     try:
         for r in bench["per_image"]:
             frame, ref = reference_frame(r["image"], profile, bench["config"]["crop"])
-            candidates = ideal_candidates(profile, frame, lower, upper)
-            outs = isp.render([(frame, c) for c in candidates])
-            ideal = candidates[int(np.argmin([score(o, ref)["loss"] for o in outs]))]
+            ideal = best_ideal(isp, profile, frame, ref, lower, upper)[0]  # type: ignore[index]
             variants = {"ideal": ideal}
             for name, hidden in unknown.items():
                 variants[name] = snapped(profile, ideal, {k: v for h in hidden for k, v in parts[h].items()})

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from provenance import header
 
-from hil_tune.train.predictor_eval import ideal_candidates, predict_params, reference_frame, run_firmware, score
+from hil_tune.train.predictor_eval import best_ideal, predict_params, reference_frame, run_firmware, score
 from hil_tune.train.predictor_train import load_predictor
 from hil_tune.train.render_cache import CachedRenderer
 from hil_tune.train.renderers import BuiltinRenderer
@@ -62,9 +62,7 @@ def main() -> int:
     try:
         for r in bench["per_image"]:
             frame, ref = reference_frame(r["image"], profile, size)
-            candidates = ideal_candidates(profile, frame, lower, upper)
-            outs = isp.render([(frame, c) for c in candidates])
-            ideal = candidates[int(np.argmin([score(o, ref)["loss"] for o in outs]))]
+            ideal = best_ideal(isp, profile, frame, ref, lower, upper)[0]  # type: ignore[index]
             predicted = own.get(r["image"]) or predict_params(model, profile, frame)
             variants = {"predicted": predicted, "ideal": ideal}
             for g, names in groups.items():

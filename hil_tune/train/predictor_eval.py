@@ -166,6 +166,32 @@ def refine(
 IDEAL_DENOISE = (("filter-strength", 3), ("noise-var", 3))  # knob, grid points across the region
 
 
+def snapped(profile: Profile, params: ParamDict, wanted: dict[str, Any]) -> ParamDict:
+    """`params` with the `wanted` values, each clipped into its knob's range and snapped to its grid
+    (a choice knob takes its value as it is): the nearest setting a device could hold."""
+    out = dict(params)
+    for k, v in wanted.items():
+        spec = profile.space[k]
+        if spec.kind == "grid":
+            out[k] = spec.quantize(min(max(float(v), float(spec.min)), float(spec.max)))[0]  # type: ignore[arg-type]
+        else:
+            out[k] = v
+    return out
+
+
+def best_ideal(
+    isp: Renderer, profile: Profile, frame: RawFrame, ref: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> tuple[ParamDict, np.ndarray, int] | None:
+    """The ideal row's setting for one image (the candidate of `ideal_candidates` with the lowest
+    loss on the device), its output and the renders it took; None where the source cannot say."""
+    candidates = ideal_candidates(profile, frame, lower, upper)
+    if not candidates:
+        return None
+    renders = isp.render([(frame, c) for c in candidates], [frame.source or "image"] * len(candidates))
+    k = int(np.argmin([score(o, ref)["loss"] for o in renders]))
+    return candidates[k], renders[k], len(candidates)
+
+
 def ideal_candidates(profile: Profile, frame: RawFrame, lower: np.ndarray, upper: np.ndarray) -> list[ParamDict]:
     """The camera's own inverse, where the source knows it (an unprocessed photo records its white
     balance and colour matrix draws), with a small denoise search: filter-strength x noise-var on a
@@ -174,12 +200,7 @@ def ideal_candidates(profile: Profile, frame: RawFrame, lower: np.ndarray, upper
     names = profile.space.names
     if not wanted or any(k not in names for k in wanted):
         return []
-    base = profile.space.defaults()
-    for k, v in wanted.items():
-        spec = profile.space[k]
-        lo, hi = (spec.min, spec.max) if spec.kind == "grid" else (None, None)
-        value = float(v) if lo is None else min(max(float(v), float(lo)), float(hi))  # type: ignore[arg-type]
-        base[k] = spec.quantize(value)[0] if spec.kind == "grid" else v
+    base = snapped(profile, profile.space.defaults(), wanted)
     knobs = [(k, n) for k, n in IDEAL_DENOISE if k in names]
     grids = [np.linspace(lower[names.index(k)], upper[names.index(k)], n) for k, n in knobs]
     out = []
@@ -430,12 +451,10 @@ def _evaluate_image(
         )
         outputs[key] = outputs["predicted"] if best_out is None else best_out
         scores[key] = score(outputs[key], ref)
-    candidates = ideal_candidates(profile, frame, lower, upper)
-    if candidates:
-        renders = isp.render([(frame, c) for c in candidates], [name] * len(candidates))
-        k = int(np.argmin([score(o, ref)["loss"] for o in renders]))
-        settings["ideal"], outputs["ideal"], scores["ideal"] = candidates[k], renders[k], score(renders[k], ref)
-        used["ideal"] = len(candidates)
+    ideal = best_ideal(isp, profile, frame, ref, lower, upper)
+    if ideal is not None:
+        settings["ideal"], outputs["ideal"], used["ideal"] = ideal
+        scores["ideal"] = score(outputs["ideal"], ref)
     # The oracle starts from the best of everything else on this very image: an upper bound.
     start = min(scores, key=lambda m: scores[m]["loss"])
     oracle, oracle_loss = optimise(isp, profile, [(frame, ref)], lower, upper, oracle_budget,
