@@ -2,7 +2,8 @@
 
 Trains a predictor like the benchmark's (same sweep, proxy, training photos, crop and seed) with
 one setting changed (`--dim`: width of the attention, i.e. capacity; `--epochs`; `--lr`;
-`--lr-schedule`; `--stats` / `--no-stats`: the frame's global statistics),
+`--lr-schedule`; `--stats` / `--no-stats`: the frame's global statistics; `--ema`: a moving
+average of the weights; `--held-out-crops`: the set that picks the kept epoch),
 and scores its predicted row on the real ISP on the same 24 crops, beside the benchmark's
 predictor retrained with its own settings (the work folder's `predictor`). A hypothesis test for docs/predictor.md,
 not a tuning run: the held-out photos are only scored, never trained on.
@@ -55,10 +56,14 @@ def main() -> int:
     ap.add_argument("--lr-schedule", default="constant", help="constant or cosine")
     ap.add_argument("--stats", action=argparse.BooleanOptionalAction, default=None,
                     help="the global statistics (default: as the benchmark predictor)")  # fmt: skip
+    ap.add_argument("--ema", type=float, default=None, help="per-step weight-average decay (default: as base)")
+    ap.add_argument("--held-out-crops", type=int, default=None, help="selection crops per held-out photo")
     args = ap.parse_args()
     bench = json.loads(args.bench.read_text())
     name = f"dim{args.dim}-epochs{args.epochs}" + ("" if args.lr_schedule == "constant" else f"-{args.lr_schedule}")
     name += ("" if args.lr is None else f"-lr{args.lr:g}") + {None: "", True: "-stats", False: "-nostats"}[args.stats]
+    name += "" if args.ema is None else f"-ema{args.ema:g}"
+    name += "" if args.held_out_crops is None else f"-heldcrops{args.held_out_crops}"
     photos = photo_dir()
     if photos is None:
         print("needs the training photos: set HIL_TUNE_PHOTO_DIR (or put them in ../shared/data/photos)")
@@ -72,6 +77,7 @@ def main() -> int:
     shutil.rmtree(run, ignore_errors=True)
     lr = base_side["train"]["lr"] if args.lr is None else args.lr
     change = {"epochs": args.epochs, "lr": lr, "lr_schedule": args.lr_schedule}
+    change.update({k: v for k, v in (("ema", args.ema), ("held_out_crops", args.held_out_crops)) if v is not None})
     cfg = PredictorTrainConfig(**{**base_side["train"], **change})
     model_cfg = PredictorConfig.from_dict({**base_side["model"], "dim": args.dim})
     model_cfg = model_cfg if args.stats is None else replace(model_cfg, stats=args.stats)
@@ -95,6 +101,8 @@ def main() -> int:
             "lr": base_side["train"]["lr"],
             "lr_schedule": base_side["train"].get("lr_schedule", "constant"),
             "stats": base_side["model"].get("stats", False),
+            "ema": base_side["train"].get("ema", 0.0),
+            "held_out_crops": base_side["train"].get("held_out_crops", 0),
         },
         "weights": weights,
         "images": len(variant),
@@ -102,6 +110,7 @@ def main() -> int:
         "variant_minus_baseline_db": mean["variant"]["psnr"] - mean["baseline"]["psnr"],
         "history": [{k: h.get(k) for k in ("epoch", "train_loss", "held_out_loss", "lr")} for h in side["history"]],
         "kept_epoch": side["epoch"],
+        "held_out": side["dataset"].get("held_out"),
         "train_seconds": round(train_s, 1),
         "per_image": [{"variant": a, "baseline": b} for a, b in zip(variant, baseline, strict=True)],
     }

@@ -162,6 +162,17 @@ def train_predictor_cmd(
     ] = None,
     crop: Annotated[int, typer.Option(help="With --images: crop size in pixels.")] = 128,
     crops_per_image: Annotated[int, typer.Option("--crops-per-image", help="With --images: per photo and epoch.")] = 4,
+    ema: Annotated[
+        float, typer.Option(help="Per-step decay of a moving average of the weights, scored and kept (0: off).")
+    ] = 0.97,
+    held_out_crops: Annotated[
+        int,
+        typer.Option(
+            "--held-out-crops",
+            help="With --images: pick the kept epoch on this many fixed crops of each held-out photo "
+            "(0: on the sweep's held-out patches).",
+        ),
+    ] = 8,
 ) -> None:
     """Train the attention-aware predictor through the frozen proxy for a task."""
     from hil_tune.models.predictor import PredictorConfig
@@ -172,7 +183,8 @@ def train_predictor_cmd(
     if (out_dir / "checkpoint.pt").exists() and not resume:
         raise InputError(f"{out_dir} already holds a run: add --resume to continue it, or choose a new folder")
     cfg = PredictorTrainConfig(epochs=epochs, batch=batch, lr=lr, seed=seed, device=device, crop=crop,
-                               crops_per_image=crops_per_image, lr_schedule=lr_schedule)  # fmt: skip
+                               crops_per_image=crops_per_image, lr_schedule=lr_schedule, ema=ema,
+                               held_out_crops=held_out_crops)  # fmt: skip
     with progress(TextColumn("{task.fields[info]}"), console=err) as bar:
         t = bar.add_task("predictor", total=None, info="")
 

@@ -16,6 +16,7 @@ from capture_helpers import fast_sweep
 from hil_tune.errors import InputError
 from hil_tune.models.predictor import AttentionPredictor, PredictorConfig
 from hil_tune.models.proxy import ProxyConfig
+from hil_tune.train import checkpoint
 from hil_tune.train.data import SweepDataset
 from hil_tune.train.predictor_eval import evaluate_predictor
 from hil_tune.train.predictor_train import PredictorTrainConfig, load_predictor, train_predictor
@@ -299,3 +300,50 @@ def test_a_predictor_with_statistics_standardises_them_on_its_training_images_an
     s = _global_stats(torch.stack([crops[i]["raw"] for i in range(len(crops))]))
     assert torch.allclose(model.stats_shift, s.mean(0)) and torch.allclose(model.stats_scale, s.std(0).clamp(min=1e-3))
     assert model.direct.weight.abs().max() > 0
+
+
+def test_the_kept_epoch_is_chosen_on_crops_of_the_held_out_photos_by_a_moving_average(trained, tmp_path):
+    """--held-out-crops: the held-out loss of each epoch is the kept weights' loss on fixed crops of
+    the proxy's held-out photos at the training size; --ema: the weights scored and kept are the
+    moving average (lagging the raw weights), and a run cut after one epoch and resumed keeps the
+    same average as one that ran straight through."""
+    from hil_tune.capture.sources import photo_of, source_from_id
+    from hil_tune.train.image_crops import ImageCrops
+    from hil_tune.train.tasks import load_task
+
+    tmp, data, prof = trained
+    cfg = PredictorTrainConfig(epochs=3, batch=4, crop=32, crops_per_image=2, ema=0.5, held_out_crops=2)
+    images, proxy_run = ["bundled:hubble_deep_field@2"], tmp / "proxy"
+    final = train_predictor(data, proxy_run, "reference", tmp_path / "a", PredictorConfig(dim=32), cfg, images=images)
+    assert final["dataset"]["held_out"] == "2 crops of 32 px of each held-out photo"
+    held = sorted({photo_of(h) for h in final["dataset"]["held_out_sources"]})
+    crops = ImageCrops([source_from_id(h) for h in held], prof, 32, per_image=2, seed=1)
+    batch = torch.utils.data.default_collate([crops[i] for i in range(len(crops))])
+    model, proxy = load_predictor(tmp_path / "a")[0], load_proxy(proxy_run)[0].eval()
+    task = load_task("reference", prof, torch.device("cpu"))
+    with torch.no_grad():
+        loss = task.loss(proxy(batch["mosaic"], batch["cfa"], model(batch["raw"])), batch).item()
+    assert loss == pytest.approx(final["metrics"]["held_out_loss"], rel=1e-4)
+    state = checkpoint.load(tmp_path / "a" / "checkpoint.pt")[0]
+    assert not torch.equal(state["ema"]["module.head.weight"], state["model"]["head.weight"])
+
+    def cut(record: dict) -> None:
+        if record["epoch"] == 0:
+            raise _CutError
+
+    with pytest.raises(_CutError):
+        train_predictor(data, proxy_run, "reference", tmp_path / "b", PredictorConfig(dim=32), cfg, images=images,
+                        on_epoch=cut)  # fmt: skip
+    cut_state, kept = (checkpoint.load(tmp_path / "b" / f)[0] for f in ("checkpoint.pt", "best.pt"))
+    assert all(torch.equal(kept["model"][k], cut_state["ema"][f"module.{k}"]) for k in kept["model"])  # the average
+    resumed = train_predictor(data, proxy_run, "reference", tmp_path / "b", PredictorConfig(dim=32), cfg,
+                              images=images, resume=True)  # fmt: skip
+    assert [h["held_out_loss"] for h in resumed["history"]] == [h["held_out_loss"] for h in final["history"]]
+    a, b = (checkpoint.load(tmp_path / r / "checkpoint.pt")[0]["ema"] for r in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    without = train_predictor(data, proxy_run, "reference", tmp_path / "c", PredictorConfig(dim=32),
+                              PredictorTrainConfig(epochs=1, batch=4, held_out_crops=2))  # fmt: skip
+    assert without["dataset"]["held_out"] == "sweep patches"  # trained on the sweep: its held-out patches
+    with pytest.raises(InputError, match="decay"):
+        train_predictor(data, proxy_run, "reference", tmp_path / "d", PredictorConfig(dim=32),
+                        PredictorTrainConfig(epochs=1, ema=1.0))  # fmt: skip

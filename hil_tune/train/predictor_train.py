@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from hil_tune.capture.sources import photo_of, resolve_sources
+from hil_tune.capture.sources import photo_of, resolve_sources, source_from_id
 from hil_tune.errors import InputError
 from hil_tune.models.predictor import AttentionPredictor, PredictorConfig
 from hil_tune.profiles import Profile
@@ -38,6 +39,8 @@ class PredictorTrainConfig:
     crop: int = 128  # with training images: crop size (the paper slices 512 px)
     crops_per_image: int = 4  # with training images: crops (and camera draws) of each photo per epoch
     lr_schedule: str = "constant"  # or "cosine": lr decays to 0 over `epochs` (LR_SCHEDULES)
+    ema: float = 0.97  # per-step decay of a moving average of the weights, scored and kept (0: none)
+    held_out_crops: int = 8  # with training images: fixed crops of each held-out photo (0: sweep patches)
 
 
 # Per-epoch learning-rate laws. Fresh crops and camera draws each epoch make the task loss noisy
@@ -161,14 +164,64 @@ def _resume(
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LRScheduler,
+    averaged: AveragedModel | None,
 ) -> tuple[list[dict[str, Any]], int]:
     state, side = checkpoint.load(ckpt, profile)
     model.load_state_dict(state["model"])
+    if averaged is not None:
+        if "ema" not in state:
+            raise checkpoint.CheckpointError(f"{ckpt}: trained without --ema; resume it without")
+        averaged.load_state_dict(state["ema"])
     opt.load_state_dict(state["optimizer"])
     if "scheduler" in state:  # checkpoints before schedules existed ran at a constant rate
         sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
     return side.get("history", []), int(state["epoch"]) + 1
+
+
+def _held_out_set(
+    ds: SweepDataset,
+    held_pos: list[int],
+    held_sources: set[str],
+    profile: Profile,
+    cfg: PredictorTrainConfig,
+    crops: ImageCrops | None,
+) -> tuple[Dataset, str]:
+    """The images that choose the kept epoch, and what they are. Training on image crops, they are
+    fixed crops of the held-out photos at the training size (cfg.held_out_crops each, own draws): the
+    sweep's patches are smaller than the crops the predictor sees and is judged on, and a selection
+    set unlike the evaluation picked a lucky epoch (docs/predictor.md)."""
+    photos = sorted({photo_of(h) for h in held_sources})
+    sources = [source_from_id(p) for p in photos]
+    photos_only = bool(sources) and all(s.kind in ("srgb", "bundled") for s in sources)
+    if crops is None or cfg.held_out_crops <= 0 or not photos_only:
+        return Subset(ds, held_pos), "sweep patches"
+    held = ImageCrops(sources, profile, cfg.crop, cfg.held_out_crops, cfg.seed + 1)
+    held.set_epoch(0)
+    return held, f"{cfg.held_out_crops} crops of {cfg.crop} px of each held-out photo"
+
+
+def _averaged(model: torch.nn.Module, cfg: PredictorTrainConfig) -> AveragedModel | None:
+    """An exponential moving average of the weights (torch's own), or None. Fresh crops and draws
+    make each step's gradient noisy; the average is what the held-out set scores and what is kept."""
+    if not 0.0 <= cfg.ema < 1.0:
+        raise InputError(f"--ema {cfg.ema}: the decay must be in [0, 1)")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+
+
+def _after_batch(
+    model: torch.nn.Module, averaged: AveragedModel | None, on_batch: Callable[[int, int, float], None] | None
+) -> Callable[[int, int, float], None] | None:
+    """The per-step hook: the moving average follows each optimiser step, then the caller's hook."""
+    if averaged is None:
+        return on_batch
+
+    def step(done: int, steps: int, loss: float) -> None:
+        averaged.update_parameters(model)
+        if on_batch:
+            on_batch(done, steps, loss)
+
+    return step
 
 
 def _best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -247,9 +300,13 @@ def train_predictor(
     base = _sidecar_base(dataset, ds, profile, config, cfg, task_spec, (lower, upper), proxy_run, proxy_side,
                          (train_pos, held_pos, held_sources), crops)  # fmt: skip
     base.update({"init": started_from} if started_from is not None else {})
-    history, start = _resume(ckpt, profile, model, opt, sched) if resume and ckpt.exists() else ([], 0)
+    averaged = _averaged(model, cfg)
+    held_set, base["dataset"]["held_out"] = _held_out_set(ds, held_pos, held_sources, profile, cfg, crops)
+    history, start = _resume(ckpt, profile, model, opt, sched, averaged) if resume and ckpt.exists() else ([], 0)
     best = _best_epoch(history)
-    held_loader = DataLoader(Subset(ds, held_pos), batch_size=cfg.batch)
+    held_loader = DataLoader(held_set, batch_size=cfg.batch)
+    kept = averaged.module if averaged is not None else model  # what the held-out set scores and is kept
+    after_batch = _after_batch(model, averaged, on_batch)
     gen = torch.Generator()
     for epoch in range(start, cfg.epochs):
         gen.manual_seed(cfg.seed * 1000 + epoch)
@@ -257,31 +314,44 @@ def train_predictor(
             crops.set_epoch(epoch)
         loader = DataLoader(train_set, batch_size=cfg.batch, shuffle=True, generator=gen)
         model.train()
-        run = run_epoch(loader, lambda b: _task_loss(model, proxy, task, b, device), opt, epoch, on_batch=on_batch)
+        run = run_epoch(loader, lambda b: _task_loss(model, proxy, task, b, device), opt, epoch, on_batch=after_batch)
         record: dict[str, Any] = {"epoch": epoch, "train_loss": run.mean_loss, "seconds": round(run.seconds, 3),
                                   "lr": opt.param_groups[0]["lr"],
-                                  "held_out_loss": _held_out_loss(model, proxy, task, held_loader, device)}  # fmt: skip
+                                  "held_out_loss": _held_out_loss(kept, proxy, task, held_loader, device)}  # fmt: skip
         sched.step()
         history.append(record)
         if record["held_out_loss"] is not None and (best is None or record["held_out_loss"] < best["held_out_loss"]):
             best = record
-            checkpoint.save(out / "best.pt", {"model": model.state_dict()}, {**base, "epoch": epoch, "metrics": record})
+            checkpoint.save(out / "best.pt", {"model": kept.state_dict()}, {**base, "epoch": epoch, "metrics": record})
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "epoch": epoch, "rng": torch.get_rng_state()}  # fmt: skip
+                 "epoch": epoch, "rng": torch.get_rng_state(),
+                 **({"ema": averaged.state_dict()} if averaged is not None else {})}  # fmt: skip
         checkpoint.save(ckpt, state, {**base, "epoch": epoch, "history": history, "metrics": record})
         if epoch % 5 == 4 or epoch == cfg.epochs - 1:  # a plot costs more than a small epoch
             plot_curves(history, out / "curves.png", f"predictor ({task_spec}) on {dataset.name}")
         if on_epoch:
             on_epoch(record)
+    return _finish(out, base, history, best, kept, cfg.epochs)
+
+
+def _finish(
+    out: Path,
+    base: dict[str, Any],
+    history: list[dict[str, Any]],
+    best: dict[str, Any] | None,
+    kept: torch.nn.Module,
+    epochs: int,
+) -> dict[str, Any]:
+    """Write the run's model.pt: the best held-out epoch's weights, or the last when none scored."""
     chosen = best if best is not None else (history[-1] if history else {})
     final = {
         **base,
-        "epoch": chosen.get("epoch", cfg.epochs - 1),
+        "epoch": chosen.get("epoch", epochs - 1),
         "history": history,
         "metrics": chosen,
         "kept": "lowest held-out loss" if best is not None else "last epoch",
     }
-    weights = checkpoint.load(out / "best.pt")[0]["model"] if best is not None else model.state_dict()
+    weights = checkpoint.load(out / "best.pt")[0]["model"] if best is not None else kept.state_dict()
     checkpoint.save(out / "model.pt", {"model": weights}, final)
     return final
 
