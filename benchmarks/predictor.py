@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "predictor-scale")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predictor.json")
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--draws", type=int, default=3, help="unprocessing draws (cameras) per training photo in the sweep")
     ap.add_argument("--size", type=int, default=128, help="crop side for predictor training and evaluation")
     ap.add_argument("--crops-per-image", type=int, default=4)
@@ -163,10 +164,10 @@ def main() -> int:
     predictor_photos = [s.id for s in resolve_sources([*train_photos, "bundled"]) if s.id not in proxy_held]
     t0 = time.perf_counter()
     run_side = _sidecar(run / "model.json")
-    same = run_side and len(run_side["history"]) == args.epochs and run_side["model"] == PredictorConfig().as_dict()
-    if fresh or not (args.reuse and same):
+    pcfg = PredictorTrainConfig(epochs=args.epochs, crop=args.size, crops_per_image=args.crops_per_image)
+    same = run_side and run_side["model"] == PredictorConfig().as_dict() and run_side["train"] == asdict(pcfg)
+    if fresh or not (args.reuse and same and len(run_side["history"]) == args.epochs):
         shutil.rmtree(run, ignore_errors=True)
-        pcfg = PredictorTrainConfig(epochs=args.epochs, crop=args.size, crops_per_image=args.crops_per_image)
         run_side = train_predictor(data, proxy, "reference", run, PredictorConfig(), pcfg, images=predictor_photos)
     seconds["predictor"] = round(time.perf_counter() - t0, 1)
     train_s = sum(h["seconds"] for h in run_side["history"])

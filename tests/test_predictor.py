@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 import textwrap
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -341,6 +342,9 @@ def test_the_kept_epoch_is_chosen_on_crops_of_the_held_out_photos_by_a_moving_av
     assert [h["held_out_loss"] for h in resumed["history"]] == [h["held_out_loss"] for h in final["history"]]
     a, b = (checkpoint.load(tmp_path / r / "checkpoint.pt")[0]["ema"] for r in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(checkpoint.CheckpointError, match="with --ema"):  # never resumed as another average
+        train_predictor(data, proxy_run, "reference", tmp_path / "b", PredictorConfig(dim=32),
+                        PredictorTrainConfig(**{**asdict(cfg), "ema": 0.0}), images=images, resume=True)  # fmt: skip
     without = train_predictor(data, proxy_run, "reference", tmp_path / "c", PredictorConfig(dim=32),
                               PredictorTrainConfig(epochs=1, batch=4, held_out_crops=2))  # fmt: skip
     assert without["dataset"]["held_out"] == "sweep patches"  # trained on the sweep: its held-out patches

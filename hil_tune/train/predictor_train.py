@@ -168,9 +168,10 @@ def _resume(
 ) -> tuple[list[dict[str, Any]], int]:
     state, side = checkpoint.load(ckpt, profile)
     model.load_state_dict(state["model"])
+    if (averaged is not None) != ("ema" in state):
+        said = "with --ema; resume it with the same" if "ema" in state else "without --ema; resume it with --ema 0"
+        raise checkpoint.CheckpointError(f"{ckpt}: trained {said}")
     if averaged is not None:
-        if "ema" not in state:
-            raise checkpoint.CheckpointError(f"{ckpt}: trained without --ema; resume it without")
         averaged.load_state_dict(state["ema"])
     opt.load_state_dict(state["optimizer"])
     if "scheduler" in state:  # checkpoints before schedules existed ran at a constant rate
