@@ -114,7 +114,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "predictor-scale")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predictor.json")
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--draws", type=int, default=3, help="unprocessing draws (cameras) per training photo in the sweep")
     ap.add_argument("--size", type=int, default=128, help="crop side for predictor training and evaluation")
     ap.add_argument("--crops-per-image", type=int, default=4)
@@ -165,7 +165,8 @@ def main() -> int:
     t0 = time.perf_counter()
     run_side = _sidecar(run / "model.json")
     pcfg = PredictorTrainConfig(epochs=args.epochs, crop=args.size, crops_per_image=args.crops_per_image)
-    same = run_side and run_side["model"] == PredictorConfig().as_dict() and run_side["train"] == asdict(pcfg)
+    same_train = run_side and asdict(PredictorTrainConfig(**run_side["train"])) == asdict(pcfg)
+    same = same_train and run_side["model"] == PredictorConfig().as_dict()
     if fresh or not (args.reuse and same and len(run_side["history"]) == args.epochs):
         shutil.rmtree(run, ignore_errors=True)
         run_side = train_predictor(data, proxy, "reference", run, PredictorConfig(), pcfg, images=predictor_photos)

@@ -58,12 +58,14 @@ def main() -> int:
                     help="the global statistics (default: as the benchmark predictor)")  # fmt: skip
     ap.add_argument("--ema", type=float, default=None, help="per-step weight-average decay (default: as base)")
     ap.add_argument("--held-out-crops", type=int, default=None, help="selection crops per held-out photo")
+    ap.add_argument("--seed", type=int, default=None, help="another seed, same settings: run-to-run spread")
     args = ap.parse_args()
     bench = json.loads(args.bench.read_text())
     name = f"dim{args.dim}-epochs{args.epochs}" + ("" if args.lr_schedule == "constant" else f"-{args.lr_schedule}")
     name += ("" if args.lr is None else f"-lr{args.lr:g}") + {None: "", True: "-stats", False: "-nostats"}[args.stats]
     name += "" if args.ema is None else f"-ema{args.ema:g}"
     name += "" if args.held_out_crops is None else f"-heldcrops{args.held_out_crops}"
+    name += "" if args.seed is None else f"-seed{args.seed}"
     photos = photo_dir()
     if photos is None:
         print("needs the training photos: set HIL_TUNE_PHOTO_DIR (or put them in ../shared/data/photos)")
@@ -77,7 +79,8 @@ def main() -> int:
     shutil.rmtree(run, ignore_errors=True)
     lr = base_side["train"]["lr"] if args.lr is None else args.lr
     change = {"epochs": args.epochs, "lr": lr, "lr_schedule": args.lr_schedule}
-    change.update({k: v for k, v in (("ema", args.ema), ("held_out_crops", args.held_out_crops)) if v is not None})
+    optional = (("ema", args.ema), ("held_out_crops", args.held_out_crops), ("seed", args.seed))
+    change.update({k: v for k, v in optional if v is not None})
     cfg = PredictorTrainConfig(**{**base_side["train"], **change})
     model_cfg = PredictorConfig.from_dict({**base_side["model"], "dim": args.dim})
     model_cfg = model_cfg if args.stats is None else replace(model_cfg, stats=args.stats)

@@ -164,7 +164,7 @@ def train_predictor_cmd(
     crops_per_image: Annotated[int, typer.Option("--crops-per-image", help="With --images: per photo and epoch.")] = 4,
     ema: Annotated[
         float, typer.Option(help="Per-step decay of a moving average of the weights, scored and kept (0: off).")
-    ] = 0.97,
+    ] = 0.0,
     held_out_crops: Annotated[
         int,
         typer.Option(
@@ -172,7 +172,7 @@ def train_predictor_cmd(
             help="With --images: pick the kept epoch on this many fixed crops of each held-out photo "
             "(0: on the sweep's held-out patches).",
         ),
-    ] = 8,
+    ] = 0,
 ) -> None:
     """Train the attention-aware predictor through the frozen proxy for a task."""
     from hil_tune.models.predictor import PredictorConfig

@@ -39,8 +39,8 @@ class PredictorTrainConfig:
     crop: int = 128  # with training images: crop size (the paper slices 512 px)
     crops_per_image: int = 4  # with training images: crops (and camera draws) of each photo per epoch
     lr_schedule: str = "constant"  # or "cosine": lr decays to 0 over `epochs` (LR_SCHEDULES)
-    ema: float = 0.97  # per-step decay of a moving average of the weights, scored and kept (0: none)
-    held_out_crops: int = 8  # with training images: fixed crops of each held-out photo (0: sweep patches)
+    ema: float = 0.0  # per-step decay of a moving average of the weights, scored and kept (0: none)
+    held_out_crops: int = 0  # with training images: fixed crops of each held-out photo (0: sweep patches)
 
 
 # Per-epoch learning-rate laws. Fresh crops and camera draws each epoch make the task loss noisy
