@@ -190,12 +190,13 @@ def _held_out_set(
 ) -> tuple[Dataset, str]:
     """The images that choose the kept epoch, and what they are. Training on image crops, they are
     fixed crops of the held-out photos at the training size (cfg.held_out_crops each, own draws): the
-    sweep's patches are smaller than the crops the predictor sees and is judged on, and a selection
-    set unlike the evaluation picked a lucky epoch (docs/predictor.md)."""
-    photos = sorted({photo_of(h) for h in held_sources})
-    sources = [source_from_id(p) for p in photos]
-    photos_only = bool(sources) and all(s.kind in ("srgb", "bundled") for s in sources)
-    if crops is None or cfg.held_out_crops <= 0 or not photos_only:
+    sweep's patches are smaller than the crops the predictor sees and is judged on (on the benchmark
+    it made no difference beyond run-to-run noise: docs/predictor.md). The held-out files are only
+    looked up when asked for, so a sweep whose sources have moved still trains."""
+    if crops is None or cfg.held_out_crops <= 0:
+        return Subset(ds, held_pos), "sweep patches"
+    sources = [source_from_id(p) for p in sorted({photo_of(h) for h in held_sources})]
+    if not sources or any(s.kind not in ("srgb", "bundled") for s in sources):
         return Subset(ds, held_pos), "sweep patches"
     held = ImageCrops(sources, profile, cfg.crop, cfg.held_out_crops, cfg.seed + 1)
     held.set_epoch(0)
