@@ -81,7 +81,8 @@ def main() -> int:
     change = {"epochs": args.epochs, "lr": lr, "lr_schedule": args.lr_schedule}
     optional = (("ema", args.ema), ("held_out_crops", args.held_out_crops), ("seed", args.seed))
     change.update({k: v for k, v in optional if v is not None})
-    cfg = PredictorTrainConfig(**{**base_side["train"], **change})
+    base_train = PredictorTrainConfig(**base_side["train"])  # older runs: the defaults they ran with
+    cfg = replace(base_train, **change)
     model_cfg = PredictorConfig.from_dict({**base_side["model"], "dim": args.dim})
     model_cfg = model_cfg if args.stats is None else replace(model_cfg, stats=args.stats)
     t0 = time.perf_counter()
@@ -100,12 +101,12 @@ def main() -> int:
         "change": {"dim": args.dim, "stats": model_cfg.stats, **change},
         "baseline": {
             "dim": base_side["model"]["dim"],
-            "epochs": base_side["train"]["epochs"],
-            "lr": base_side["train"]["lr"],
-            "lr_schedule": base_side["train"].get("lr_schedule", "constant"),
-            "stats": base_side["model"].get("stats", False),
-            "ema": base_side["train"].get("ema", 0.0),
-            "held_out_crops": base_side["train"].get("held_out_crops", 0),
+            "epochs": base_train.epochs,
+            "lr": base_train.lr,
+            "lr_schedule": base_train.lr_schedule,
+            "stats": PredictorConfig.from_dict(base_side["model"]).stats,
+            "ema": base_train.ema,
+            "held_out_crops": base_train.held_out_crops,
         },
         "weights": weights,
         "images": len(variant),

@@ -193,9 +193,8 @@ def _held_out_set(
     sweep's patches are smaller than the crops the predictor sees and is judged on (on the benchmark
     it made no difference beyond run-to-run noise: docs/predictor.md). The held-out files are only
     looked up when asked for, so a sweep whose sources have moved still trains."""
-    if crops is None or cfg.held_out_crops <= 0:
-        return Subset(ds, held_pos), "sweep patches"
-    sources = [source_from_id(p) for p in sorted({photo_of(h) for h in held_sources})]
+    asked = crops is not None and cfg.held_out_crops > 0
+    sources = [source_from_id(p) for p in sorted({photo_of(h) for h in held_sources})] if asked else []
     if not sources or any(s.kind not in ("srgb", "bundled") for s in sources):
         return Subset(ds, held_pos), "sweep patches"
     held = ImageCrops(sources, profile, cfg.crop, cfg.held_out_crops, cfg.seed + 1)
