@@ -14,11 +14,13 @@ Reports held-out PSNR/SSIM, Spearman, training samples/s, and inference ms per 5
 Results are merged into benchmarks/results/proxy.json per (firmware, model), so a run of one
 firmware keeps the other's figures (each entry carries its own date and configuration).
 `--model-epochs unet=200` trains one kind longer than its stated epochs (the paper's U-Net to its
-plateau: the JSON keeps the whole curve); `--no-denoise-cache` trains the grey-box with its
-collaborative filter run every epoch and its noise scales learning throughout, stored under
-"FIRMWARE/greybox-uncached", so the cache's cost in fidelity is measured on the same sweep.
+plateau: the JSON keeps the whole curve); `--resume` continues each run from its checkpoint (a
+long run split over sessions: `train_seconds` is then the last part's, `curve` the whole run's);
+`--no-denoise-cache` trains the grey-box with its collaborative filter run every epoch and its
+noise scales learning throughout, stored under "FIRMWARE/greybox-uncached", so the cache's cost in
+fidelity is measured on the same sweep.
 Usage: python benchmarks/proxy.py [--firmwares synthetic foreign] [--models greybox unet] [--work DIR]
-       [--model-epochs KIND=N ...] [--no-denoise-cache]
+       [--model-epochs KIND=N ...] [--resume] [--no-denoise-cache]
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, help="override every model's stated epochs")
     ap.add_argument("--model-epochs", nargs="+", default=[], metavar="KIND=N", help="one kind's epochs")
     ap.add_argument("--no-denoise-cache", action="store_true", help="grey-box without its denoiser cache")
+    ap.add_argument("--resume", action="store_true", help="continue each run from its last epoch's checkpoint")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "proxy.json")
     args = ap.parse_args()
@@ -128,13 +131,16 @@ def main() -> int:
             uncached = args.no_denoise_cache and kind == "greybox"
             name = f"{kind}-uncached" if uncached else kind
             run = args.work / f"run-{firmware}-{name}"
-            shutil.rmtree(run, ignore_errors=True)
+            if not args.resume:
+                shutil.rmtree(run, ignore_errors=True)
             epochs = model_epochs.get(kind) or args.epochs or conf["epochs"][kind]
             cfg = TrainConfig(
                 epochs=epochs, batch=8, seed=0, **RECIPES[kind], **({"denoise_cache_mib": 0} if uncached else {})
             )
             t = time.perf_counter()
-            final = train_proxy(data, run, profile, ProxyConfig(kind=kind), cfg, on_epoch=progress(kind))
+            final = train_proxy(
+                data, run, profile, ProxyConfig(kind=kind), cfg, resume=args.resume, on_epoch=progress(kind)
+            )
             train_s = time.perf_counter() - t
             report = evaluate_proxy(run, data, run / "report", sensitivity_points=3, rank_sets=10)
             fid = report["fidelity"]
