@@ -14,8 +14,9 @@ from hil_tune.capture.loop import CaptureSettings, run_capture
 from hil_tune.capture.plan import build_plan
 from hil_tune.capture.sources import resolve_sources
 from hil_tune.inputs import bundled_frame
+from hil_tune.isp.foreign import ForeignISP
 from hil_tune.models import isp_blocks as blocks
-from hil_tune.models.learnt_blocks import Bilateral, Choice, DetailMix, EdgeDirectedDemosaic, MonotoneCurve
+from hil_tune.models.learnt_blocks import Bilateral, Choice, DetailMix, LearntDemosaic, MonotoneCurve
 from hil_tune.models.proxy import GreyboxProxy, ProxyConfig
 from hil_tune.profiles import load_profile
 from hil_tune.train.data import SweepDataset
@@ -76,16 +77,56 @@ def test_a_choice_mixes_prunes_and_never_computes_a_pruned_candidate():
     assert choice.prune() == []  # the strongest candidate always stays
 
 
-def test_edge_directed_demosaic_is_exact_on_flat_colour_and_close_to_malvar_on_a_photo():
+@pytest.mark.parametrize("method", ["malvar2004", "bilinear"])
+def test_the_learnt_demosaic_starts_at_the_profile_method_exactly(method):
     frame = bundled_frame("coffee").crop(200, 200, 64, 64)
     cfa = torch.tensor([blocks.CFAS.index(frame.cfa)])
     masks = blocks.site_masks(cfa, 64, 64)
     flat = (masks * torch.tensor([0.2, 0.5, 0.5, 0.7])[None, :, None, None]).sum(1, keepdim=True)
-    out = EdgeDirectedDemosaic()(flat, masks)
-    torch.testing.assert_close(out, torch.tensor([0.2, 0.5, 0.7])[None, :, None, None].expand(1, 3, 64, 64))
-    mosaic = torch.from_numpy(frame.normalized())[None, None]
-    ours, malvar = EdgeDirectedDemosaic()(mosaic, masks), blocks.demosaic(mosaic, masks)
-    assert 10 * torch.log10(1 / ((ours - malvar) ** 2).mean()) > 30
+    with torch.no_grad():
+        out = LearntDemosaic(method)(flat, masks)
+        torch.testing.assert_close(out, torch.tensor([0.2, 0.5, 0.7])[None, :, None, None].expand(1, 3, 64, 64))
+        mosaic = torch.from_numpy(frame.normalized())[None, None]
+        torch.testing.assert_close(LearntDemosaic(method)(mosaic, masks), blocks.demosaic(mosaic, masks, method))
+
+
+def _display_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR after a display gamma, where a demosaic's errors in the shadows show."""
+    return float(10 * torch.log10(1 / ((_display(a) - _display(b)) ** 2).mean()))
+
+
+def _display(x: torch.Tensor) -> torch.Tensor:
+    return (x + 1e-3) ** (1 / 2.2)
+
+
+def test_the_learnt_demosaic_learns_a_demosaic_it_does_not_start_from():
+    """From Malvar's filters to OpenCV's edge-aware demosaic (the foreign firmware's: a hard
+    directional green, bilinear red and blue, replicated frame edges) by gradient descent alone,
+    scored on a photo it did not fit."""
+    foreign = ForeignISP(load_profile("synthetic"))
+    crops = [bundled_frame(name).crop(120, 160, 48, 48) for name in ("coffee", "astronaut", "chelsea", "rocket")]
+    data = []
+    for frame in crops:
+        m = frame.normalized()
+        cfa = torch.tensor([blocks.CFAS.index(frame.cfa)])
+        target = torch.from_numpy(foreign.demosaic(m, frame.cfa).transpose(2, 0, 1))[None]
+        data.append((torch.from_numpy(m)[None, None], blocks.site_masks(cfa, 48, 48), target))
+    dem = LearntDemosaic()
+    with torch.no_grad():
+        before = _display_psnr(dem(*data[-1][:2]), data[-1][2])
+    opt = torch.optim.Adam(dem.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+    for step in range(300):
+        mosaic, masks, target = data[step % 3]
+        loss = ((_display(dem(mosaic, masks)) - _display(target)) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = _display_psnr(dem(*data[-1][:2]), data[-1][2])
+    blends = dem.blends()
+    assert after > before + 8, (before, after)
+    assert blends["directional"] > 0.5 and blends["border"] > 0.5, blends
 
 
 def test_the_bilateral_law_spans_identity_to_smoothing():
@@ -121,7 +162,11 @@ def test_the_probe_learns_the_order_of_gains_and_matrix(tmp_path, firmware, expe
     split = make_split(ds, cfg)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, split.train), batch_size=8, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+    demosaic = {k: v.clone() for k, v in model.demosaicker.state_dict().items()}
     report = probe_structure(model, loader, cfg, torch.device("cpu"))
+    # The demosaic's filters learn at the network's rate in training, never at the probe's.
+    for k, v in model.demosaicker.state_dict().items():
+        torch.testing.assert_close(v, demosaic[k], rtol=0, atol=0)
     weights = report["weights"]["order"]
     assert weights[expected] > 0.6, report
     assert report["loss_last"] < report["loss_first"]

@@ -4,20 +4,22 @@ Why: a device's knobs are declared in its profile (name, range, ISP group), but 
 implements each block is not. The synthetic ISP's blocks in torch follow that ISP to 36 dB and a
 device built otherwise (the `foreign` firmware) to 19.5 dB: every fixed assumption (the tone
 curve, the order of gains and colour matrix, the demosaic, the denoiser, per-channel sharpening)
-costs between 2 and 12 dB when it is wrong (benchmarks/results/proxy.json, the error budget in
-docs/proxy.md). So each assumption becomes a learnt part, initialised at the common choice:
+costs between 2 and 12 dB when it is wrong (benchmarks/foreign_budget.py; the README's proxy
+tables). So each assumption becomes a learnt part, initialised at the common choice:
 
 - `MonotoneCurve`: the display transfer curve as a monotone piecewise-linear table (knots uniform
   in x^(1/2.2), where display curves are nearly straight), initialised from the profile's curve;
 - `DetailMix`: unsharp masking whose detail image passes a learnt 3x3 mixing (identity: per
   channel; rank one: luminance only; anything between);
-- `EdgeDirectedDemosaic`: Hamilton-Adams-style directional green with a learnt edge sharpness,
-  colour differences interpolated bilinearly; beside Malvar's linear filters;
+- `LearntDemosaic`: learnt 5x5 linear filters (started at the profile's method), a learnt
+  directional green (estimator and gradient taps, a soft comparison), learnt colour differences
+  and learnt frame edges: bilinear, Malvar, Hamilton-Adams and OpenCV's edge-aware demosaic are
+  all points of it;
 - `Bilateral`: an edge-preserving filter on the packed planes whose spatial and range widths are
   a learnt law of the profile's noise-reduction knobs (linear in their logarithms, plus a small
   MLP); beside BM3D's collaborative filter when the profile declares BM3D's knobs;
 - `Choice`: a softmax-weighted mix of candidate blocks (gains before or after the colour matrix;
-  one demosaic or another; one denoiser or another). Candidates whose weight falls below a
+  one denoiser or another). Candidates whose weight falls below a
   threshold after a warm-up are pruned for good, so a decided choice costs one branch.
 
 None of these looks at a firmware's name: the same recipe learns whichever structure the device's
@@ -34,6 +36,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the universal torch idiom
 from torch import Tensor, nn
 
+from hil_tune.isp.demosaic import FILTERS
 from hil_tune.transfer import apply_curve
 
 _KNOT_POWER = 2.2  # knots uniform in x ** (1 / 2.2)
@@ -128,42 +131,82 @@ class Choice(nn.Module):
         return {n: round(float(w[k]), 4) for k, n in enumerate(self.names) if self.alive[k]}
 
 
-def _conv1d(x: Tensor, taps: Sequence[float], axis: int) -> Tensor:
+def _conv1d(x: Tensor, taps: Sequence[float] | Tensor, axis: int) -> Tensor:
     """Correlate (B, 1, H, W) with a centred 1-D kernel along H (axis 2) or W (axis 3), mirrored
     borders without repeating the edge sample (keeps the CFA parity)."""
-    k = torch.tensor(taps, dtype=x.dtype, device=x.device)
+    k = taps if isinstance(taps, Tensor) else torch.tensor(taps, dtype=x.dtype, device=x.device)
     r = len(taps) // 2
     if axis == 3:
         return F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1))
 
 
-class EdgeDirectedDemosaic(nn.Module):
-    """Hamilton-Adams-style demosaic: green at red and blue sites interpolated along the direction
-    of the smaller gradient (a soft choice with a learnt sharpness, so it is differentiable), then
-    red and blue as bilinearly interpolated colour differences to green."""
+def _blend_border(x: Tensor, weight: Tensor) -> Tensor:
+    """Move the outermost rows and columns of (B, C, H, W) towards their inward neighbours by
+    `weight`: devices finish their frame edges differently (mirror, replicate, crop)."""
+    top = x[:, :, :1] + weight * (x[:, :, 1:2] - x[:, :, :1])
+    bottom = x[:, :, -1:] + weight * (x[:, :, -2:-1] - x[:, :, -1:])
+    x = torch.cat([top, x[:, :, 1:-1], bottom], 2)
+    left = x[..., :1] + weight * (x[..., 1:2] - x[..., :1])
+    right = x[..., -1:] + weight * (x[..., -2:-1] - x[..., -1:])
+    return torch.cat([left, x[..., 1:-1], right], 3)
 
-    def __init__(self) -> None:
+
+class LearntDemosaic(nn.Module):
+    """A demosaic whose filters are learnt, spanning the common families from one start.
+
+    Green at red and blue sites is a learnt blend of an isotropic 5x5 estimate and a directional
+    one: learnt 5-tap estimators along rows and columns, weighted by a soft comparison (learnt
+    sharpness) of learnt first- and second-order gradient detectors. Red and blue are a learnt
+    blend of linear 5x5 estimates from the mosaic and bilinearly spread colour differences to
+    green. Bilinear, Malvar-He-Cutler, Hamilton-Adams and OpenCV's edge-aware demosaic are points
+    of this family; it starts at the named linear method (`method`, the profile's).
+    """
+
+    def __init__(self, method: str = "malvar2004") -> None:
         super().__init__()
-        self.log_sharpness = nn.Parameter(torch.tensor(math.log(200.0)))
+        g_at_rb, x_row, x_col, x_opp = (torch.tensor(np.asarray(k), dtype=torch.float32) for k in FILTERS[method])
+        self.iso = nn.Parameter(g_at_rb)
+        self.linear = nn.Parameter(torch.stack([x_row, x_col, x_opp]))
+        self.estimator = nn.Parameter(torch.tensor([-0.25, 0.5, 0.5, 0.5, -0.25]))
+        self.gradients = nn.Parameter(torch.tensor([[0.0, 1.0, 0.0, -1.0, 0.0], [-1.0, 0.0, 2.0, 0.0, -1.0]]))
+        self.log_sharpness = nn.Parameter(torch.tensor(math.log(100.0)))
+        # Blends: 0 is the linear method the block starts from, 1 the directional green / colour differences.
+        self.directional = nn.Parameter(torch.tensor(0.0))
+        self.differences = nn.Parameter(torch.tensor(0.0))
+        # How far the outermost row and column take their inward neighbour's value (0: their own).
+        self.border = nn.Parameter(torch.tensor(0.0))
+
+    def blends(self) -> dict[str, float]:
+        """Where the block sits: 0 is the linear method it started from."""
+        found = {"directional": self.directional, "colour-differences": self.differences, "border": self.border}
+        return {k: round(v.item(), 4) for k, v in found.items()}
+
+    def _green(self, mosaic: Tensor, padded: Tensor, green_site: Tensor) -> Tensor:
+        iso = F.conv2d(padded, self.iso[None, None])
+        gh, gv = _conv1d(mosaic, self.estimator, 3), _conv1d(mosaic, self.estimator, 2)
+        dh = sum(_conv1d(mosaic, g, 3).abs() for g in self.gradients)
+        dv = sum(_conv1d(mosaic, g, 2).abs() for g in self.gradients)
+        # Relative difference: a device's comparison does not depend on the signal's level.
+        w_h = torch.sigmoid(self.log_sharpness.exp() * (dv - dh) / (dv + dh + 1e-4))
+        at_rb = iso + self.directional * (w_h * gh + (1 - w_h) * gv - iso)
+        return green_site * mosaic + (1 - green_site) * at_rb
 
     def forward(self, mosaic: Tensor, masks: Tensor) -> Tensor:
         r_, gr, gb, b_ = masks.unbind(1)
-        green_site = (gr + gb)[:, None]
-        est = (-0.25, 0.5, 0.5, 0.5, -0.25)
-        gh, gv = _conv1d(mosaic, est, 3), _conv1d(mosaic, est, 2)
-        grad = ((1.0, 0.0, -1.0), (-1.0, 0.0, 2.0, 0.0, -1.0))
-        dh = _conv1d(mosaic, grad[0], 3).abs() + _conv1d(mosaic, grad[1], 3).abs()
-        dv = _conv1d(mosaic, grad[0], 2).abs() + _conv1d(mosaic, grad[1], 2).abs()
-        w_h = torch.sigmoid(self.log_sharpness.exp() * (dv - dh))
-        green = green_site * mosaic + (1 - green_site) * (w_h * gh + (1 - w_h) * gv)
-        bilinear = (0.5, 1.0, 0.5)
+        padded = F.pad(mosaic, (2, 2, 2, 2), mode="reflect")
+        green = self._green(mosaic, padded, (gr + gb)[:, None])
+        x_row, x_col, x_opp = F.conv2d(padded, self.linear[:, None]).unbind(1)
+        m = mosaic[:, 0]
+        linear = {"r": r_ * m + b_ * x_opp + gr * x_row + gb * x_col,
+                  "b": b_ * m + r_ * x_opp + gb * x_row + gr * x_col}  # fmt: skip
         out = []
-        for site in (r_, b_):
-            diff = (mosaic - green) * site[:, None]
-            spread = _conv1d(_conv1d(diff, bilinear, 3), bilinear, 2)
-            out.append(green + spread)
-        return torch.cat([out[0], green, out[1]], 1).clamp(0, 1)
+        bilinear = (0.5, 1.0, 0.5)
+        for name, site in (("r", r_), ("b", b_)):
+            spread = _conv1d(_conv1d((mosaic - green) * site[:, None], bilinear, 3), bilinear, 2)
+            lin = linear[name][:, None]
+            out.append(lin + self.differences * (green + spread - lin))
+        return _blend_border(torch.cat([out[0], green, out[1]], 1), self.border).clamp(0, 1)
 
 
 class Bilateral(nn.Module):
