@@ -51,6 +51,14 @@ def train_proxy_cmd(
             "once per run, keeping up to this many MiB of filtered mosaics (0: filter every epoch).",
         ),
     ] = 2048,
+    probe_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--probe-steps",
+            help="Grey-box: steps of the structure probe that picks its denoiser and block order before "
+            "training (default 60; 0: keep every candidate). Each step runs the collaborative filter.",
+        ),
+    ] = None,
 ) -> None:
     """Train a differentiable proxy of the ISP on a sweep (L2 to the ISP output)."""
     import os
@@ -74,7 +82,8 @@ def train_proxy_cmd(
     os.environ["HIL_TUNE_DEVICE"] = device
     profile = DatasetFolder(dataset).plan().load_profile()
     cfg = TrainConfig(epochs=epochs, batch=batch, optimizer=optimizer, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma,
-                      seed=seed, device=device, denoise_cache_mib=denoise_cache_mib)  # fmt: skip
+                      seed=seed, device=device, denoise_cache_mib=denoise_cache_mib,
+                      **({} if probe_steps is None else {"probe_steps": probe_steps}))  # fmt: skip
     rank = int(os.environ.get("RANK", "0"))
     with progress(TextColumn("{task.fields[info]}"), console=err, disable=rank != 0) as bar:
         task = bar.add_task(f"{model} epoch", total=None, info="")

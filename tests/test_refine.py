@@ -157,8 +157,8 @@ def test_a_round_dataset_is_read_like_any_sweep(refined, tmp_path):
         res = subprocess.run([sys.executable, "-m", "hil_tune.cli", *args], capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr
     res = subprocess.run([sys.executable, "-m", "hil_tune.cli", "train", "proxy", str(samples), "--out",
-                          str(tmp_path / "p"), "--epochs", "1", "--width", "8", "--depth", "2"],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+                          str(tmp_path / "p"), "--epochs", "1", "--width", "8", "--depth", "2", "--probe-steps", "4"],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "p" / "model.pt").is_file()
 

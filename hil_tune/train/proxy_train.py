@@ -190,6 +190,8 @@ def _check_choices(cfg: TrainConfig) -> None:
         raise checkpoint.TrainSettingError(f"--optimizer {cfg.optimizer!r}: choose rmsprop or adam")
     if cfg.denoise_cache_mib < 0:
         raise checkpoint.TrainSettingError(f"--denoise-cache-mib {cfg.denoise_cache_mib}: 0 (off) or a size in MiB")
+    if cfg.probe_steps < 0:
+        raise checkpoint.TrainSettingError(f"--probe-steps {cfg.probe_steps}: 0 (no probe) or a number of steps")
 
 
 def prepare_structure(
