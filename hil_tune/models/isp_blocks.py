@@ -39,13 +39,20 @@ def demosaic(mosaic: Tensor, masks: Tensor, method: str = "malvar2004") -> Tenso
     """(B, 1, H, W) mosaic and its site masks -> (B, 3, H, W) linear RGB clipped to [0, 1]."""
     kernels = torch.tensor(np.stack(FILTERS[method]), dtype=mosaic.dtype, device=mosaic.device)[:, None]
     pad = kernels.shape[-1] // 2
-    g_at_rb, x_row, x_col, x_opp = F.conv2d(F.pad(mosaic, (pad,) * 4, mode="reflect"), kernels).unbind(1)
+    estimates = F.conv2d(F.pad(mosaic, (pad,) * 4, mode="reflect"), kernels).unbind(1)
+    return assemble(mosaic, masks, *estimates).clamp(0, 1)
+
+
+def assemble(mosaic: Tensor, masks: Tensor, g_at_rb: Tensor, x_row: Tensor, x_col: Tensor, x_opp: Tensor) -> Tensor:
+    """RGB from a mosaic and the (B, H, W) estimates of a demosaic's four site filters: green at red
+    and blue sites, the other colour in a green site's row, in its column, and at the opposite
+    colour's site. Unclamped: a learnt demosaic blends these before it clips."""
     m = mosaic[:, 0]
     r_, gr, gb, b_ = masks.unbind(1)
     red = r_ * m + b_ * x_opp + gr * x_row + gb * x_col
     green = (r_ + b_) * g_at_rb + (gr + gb) * m
     blue = b_ * m + r_ * x_opp + gb * x_row + gr * x_col
-    return torch.stack([red, green, blue], 1).clamp(0, 1)
+    return torch.stack([red, green, blue], 1)
 
 
 def white_balance(mosaic: Tensor, masks: Tensor, gains: Tensor, digital_gain: Tensor) -> Tensor:

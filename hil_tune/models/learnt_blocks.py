@@ -37,6 +37,7 @@ import torch.nn.functional as F  # noqa: N812 - the universal torch idiom
 from torch import Tensor, nn
 
 from hil_tune.isp.demosaic import FILTERS
+from hil_tune.models import isp_blocks
 from hil_tune.transfer import apply_curve
 
 _KNOT_POWER = 2.2  # knots uniform in x ** (1 / 2.2)
@@ -182,29 +183,25 @@ class LearntDemosaic(nn.Module):
         found = {"directional": self.directional, "colour-differences": self.differences, "border": self.border}
         return {k: round(v.item(), 4) for k, v in found.items()}
 
-    def _green(self, mosaic: Tensor, padded: Tensor, green_site: Tensor) -> Tensor:
-        iso = F.conv2d(padded, self.iso[None, None])
+    def _green_at_rb(self, mosaic: Tensor, iso: Tensor) -> Tensor:
         gh, gv = _conv1d(mosaic, self.estimator, 3), _conv1d(mosaic, self.estimator, 2)
         dh = sum(_conv1d(mosaic, g, 3).abs() for g in self.gradients)
         dv = sum(_conv1d(mosaic, g, 2).abs() for g in self.gradients)
         # Relative difference: a device's comparison does not depend on the signal's level.
         w_h = torch.sigmoid(self.log_sharpness.exp() * (dv - dh) / (dv + dh + 1e-4))
-        at_rb = iso + self.directional * (w_h * gh + (1 - w_h) * gv - iso)
-        return green_site * mosaic + (1 - green_site) * at_rb
+        return (iso + self.directional * (w_h * gh + (1 - w_h) * gv - iso))[:, 0]
 
     def forward(self, mosaic: Tensor, masks: Tensor) -> Tensor:
-        r_, gr, gb, b_ = masks.unbind(1)
-        padded = F.pad(mosaic, (2, 2, 2, 2), mode="reflect")
-        green = self._green(mosaic, padded, (gr + gb)[:, None])
-        x_row, x_col, x_opp = F.conv2d(padded, self.linear[:, None]).unbind(1)
-        m = mosaic[:, 0]
-        linear = {"r": r_ * m + b_ * x_opp + gr * x_row + gb * x_col,
-                  "b": b_ * m + r_ * x_opp + gb * x_row + gr * x_col}  # fmt: skip
+        kernels = torch.cat([self.iso[None], self.linear])[:, None]
+        iso, x_row, x_col, x_opp = F.conv2d(F.pad(mosaic, (2, 2, 2, 2), mode="reflect"), kernels).split(1, 1)
+        g_at_rb = self._green_at_rb(mosaic, iso)
+        linear = isp_blocks.assemble(mosaic, masks, g_at_rb, x_row[:, 0], x_col[:, 0], x_opp[:, 0])
+        green = linear[:, 1:2]
         out = []
         bilinear = (0.5, 1.0, 0.5)
-        for name, site in (("r", r_), ("b", b_)):
-            spread = _conv1d(_conv1d((mosaic - green) * site[:, None], bilinear, 3), bilinear, 2)
-            lin = linear[name][:, None]
+        for channel, site in ((0, masks[:, :1]), (2, masks[:, 3:])):
+            spread = _conv1d(_conv1d((mosaic - green) * site, bilinear, 3), bilinear, 2)
+            lin = linear[:, channel : channel + 1]
             out.append(lin + self.differences * (green + spread - lin))
         return _blend_border(torch.cat([out[0], green, out[1]], 1), self.border).clamp(0, 1)
 
