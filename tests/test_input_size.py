@@ -16,23 +16,22 @@ from hil_tune.capture.plan import build_plan
 from hil_tune.capture.sources import resolve_sources
 from hil_tune.errors import InputError, ParameterError
 from hil_tune.inputs import load_input
-from hil_tune.isp import SyntheticISP
 from hil_tune.isp.denoise import MIN_SIDE, denoise_packed
-from hil_tune.isp.foreign import ForeignISP
+from hil_tune.isp.foreign import isp_for
 from hil_tune.profiles import load_profile
 
 NR_ON = {"filter-strength": 1.0, "noise-type": "g2", "noise-var": 0.3}
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 64), st.integers(1, 64), st.sampled_from(["synthetic", "foreign"]))
+@given(st.integers(1, 64), st.integers(1, 64), st.sampled_from(["synthetic", "foreign", "handset"]))
 def test_any_size_renders_or_is_refused_with_a_reason(tmp_path_factory, h, w, firmware):
     """Random sizes from 1 to 64 pixels: a render of the right shape, or InputError; never a crash."""
     path = tmp_path_factory.mktemp("size") / "img.png"
     rng = np.random.default_rng(h * 100 + w)
     Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
     prof = load_profile("synthetic")
-    isp = (SyntheticISP if firmware == "synthetic" else ForeignISP)(prof)
+    isp = isp_for(firmware, prof)
     try:
         frame = load_input(path)
         out = isp.run_frame(frame, NR_ON)

@@ -176,8 +176,10 @@ def test_cli_train_and_eval_proxy(sweep, tmp_path):
     run = tmp_path / "run"
     cli = [sys.executable, "-m", "hil_tune.cli"]
     res = subprocess.run([*cli, "train", "proxy", str(root), "--out", str(run), "--epochs", "1", "--width", "8",
-                          "--depth", "2"], capture_output=True, text=True, timeout=600)  # fmt: skip
+                          "--depth", "2", "--probe-steps", "4"],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr
+    assert json.loads((run / "model.json").read_text())["probe"]["steps"] == 4  # --probe-steps reached the probe
     again = subprocess.run([*cli, "train", "proxy", str(root), "--out", str(run)], capture_output=True, text=True)
     assert again.returncode == 2 and "already holds a run" in again.stderr
     res = subprocess.run([*cli, "eval", "proxy", str(run), str(root), "--points", "3", "--rank-sets", "4"],
@@ -199,6 +201,28 @@ def test_foreign_firmware_is_a_different_isp_on_the_same_knobs(synthetic):
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() > 5
     brighter = ForeignISP(synthetic).run_frame(frame, {**params, "digital-gain": 1.5})
     assert brighter.mean() > b.mean()  # the knobs still do what they say
+
+
+def test_handset_firmware_is_a_third_isp_whose_knobs_still_act(synthetic):
+    """The phone-like firmware (demosaic first, denoise in YCbCr after the colour blocks): unlike
+    both others on the same knobs, and its gain, denoise and sharpening knobs each act."""
+    from hil_tune.isp.handset import HandsetISP
+
+    frame = bundled_frame("rocket").center_crop(64, 64)
+    params = {"gain-r": 1.6, "ccm01": -0.3, "filter-strength": 0.0, "usm-amount": 0.1}
+    isp = HandsetISP(synthetic)
+    c = isp.run_frame(frame, params)
+    for other in (SyntheticISP(synthetic), ForeignISP(synthetic)):
+        assert np.abs(c.astype(int) - other.run_frame(frame, params).astype(int)).mean() > 3
+    assert isp.run_frame(frame, {**params, "digital-gain": 1.5}).mean() > c.mean()
+
+    def detail(img: np.ndarray) -> float:  # energy of the 4-neighbour Laplacian
+        x = img.astype(float).mean(-1)
+        return float(np.mean((4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2] - x[1:-1, 2:]) ** 2))
+
+    smoothed = isp.run_frame(frame, {**params, "filter-strength": 2.0, "noise-var": 1.0})
+    sharpened = isp.run_frame(frame, {**params, "usm-amount": 1.5, "usm-sigma": 1.0})
+    assert detail(smoothed) < 0.8 * detail(c) < 0.8 * detail(sharpened)
 
 
 def test_training_freezes_the_denoiser_scales_only_when_it_caches_the_filter(synthetic):

@@ -19,6 +19,7 @@ import numpy as np
 
 from hil_tune.isp.ccm import ccm_from_params
 from hil_tune.isp.denoise import check_size
+from hil_tune.isp.handset import HandsetISP
 from hil_tune.isp.jpeg import JFIF_YCBCR, jpeg_roundtrip
 from hil_tune.isp.pipeline import IspStages, SyntheticISP
 from hil_tune.isp.sharpen import blur_radius
@@ -89,7 +90,7 @@ class ForeignISP(SyntheticISP):
         return self.run(frame.normalized(), frame.cfa, params)
 
 
-FIRMWARES = {"synthetic": SyntheticISP, "foreign": ForeignISP}
+FIRMWARES = {"synthetic": SyntheticISP, "foreign": ForeignISP, "handset": HandsetISP}
 
 
 def isp_for(firmware: str, profile: object) -> SyntheticISP:
