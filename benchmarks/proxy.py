@@ -18,9 +18,10 @@ plateau: the JSON keeps the whole curve); `--resume` continues each run from its
 long run split over sessions: `train_seconds` is then the last part's, `curve` the whole run's);
 `--no-denoise-cache` trains the grey-box with its collaborative filter run every epoch and its
 noise scales learning throughout, stored under "FIRMWARE/greybox-uncached", so the cache's cost in
-fidelity is measured on the same sweep.
+fidelity is measured on the same sweep; `--lr-schedule cosine|step` trains with another schedule
+than the recipe's, stored under "FIRMWARE/KIND-SCHEDULE".
 Usage: python benchmarks/proxy.py [--firmwares synthetic foreign] [--models greybox unet] [--work DIR]
-       [--model-epochs KIND=N ...] [--resume] [--no-denoise-cache]
+       [--model-epochs KIND=N ...] [--resume] [--no-denoise-cache] [--lr-schedule S]
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from hil_tune.capture.sources import resolve_sources
 from hil_tune.models.proxy import ProxyConfig, build_proxy
 from hil_tune.profiles import load_profile
 from hil_tune.train.proxy_eval import evaluate_proxy
-from hil_tune.train.proxy_train import RECIPES, TrainConfig, train_proxy
+from hil_tune.train.proxy_train import LR_SCHEDULES, RECIPES, TrainConfig, train_proxy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,6 +106,7 @@ def main() -> int:
     ap.add_argument("--model-epochs", nargs="+", default=[], metavar="KIND=N", help="one kind's epochs")
     ap.add_argument("--no-denoise-cache", action="store_true", help="grey-box without its denoiser cache")
     ap.add_argument("--resume", action="store_true", help="continue each run from its last epoch's checkpoint")
+    ap.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="another schedule than the recipe's (own entry)")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "proxy.json")
     args = ap.parse_args()
@@ -129,13 +131,15 @@ def main() -> int:
         profile = DatasetFolder(data).plan().load_profile()
         for kind in args.models:
             uncached = args.no_denoise_cache and kind == "greybox"
-            name = f"{kind}-uncached" if uncached else kind
+            recipe = {**RECIPES[kind], **({"lr_schedule": args.lr_schedule} if args.lr_schedule else {})}
+            other = recipe.get("lr_schedule", "step") != RECIPES[kind].get("lr_schedule", "step")
+            name = kind + ("-uncached" if uncached else "") + (f"-{recipe['lr_schedule']}" if other else "")
             run = args.work / f"run-{firmware}-{name}"
             if not args.resume:
                 shutil.rmtree(run, ignore_errors=True)
             epochs = model_epochs.get(kind) or args.epochs or conf["epochs"][kind]
             cfg = TrainConfig(
-                epochs=epochs, batch=8, seed=0, **RECIPES[kind], **({"denoise_cache_mib": 0} if uncached else {})
+                epochs=epochs, batch=8, seed=0, **recipe, **({"denoise_cache_mib": 0} if uncached else {})
             )
             t = time.perf_counter()
             final = train_proxy(
@@ -148,7 +152,7 @@ def main() -> int:
                 "date": out["date"],
                 "samples": n_samples,
                 "epochs": epochs,
-                "recipe": RECIPES[kind],
+                "recipe": recipe,
                 "unseen_images_psnr": fid["unseen_images"]["psnr"],
                 "unseen_settings_psnr": fid["unseen_settings"]["psnr"],
                 "unseen_images_ssim_mean": fid["unseen_images"]["ssim"]["mean"],

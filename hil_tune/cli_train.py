@@ -38,6 +38,10 @@ def train_proxy_cmd(
     ] = None,
     lr_step: Annotated[int, typer.Option("--lr-step", help="Epochs between x lr-gamma decays.")] = 10,
     lr_gamma: Annotated[float, typer.Option("--lr-gamma")] = 0.9,
+    lr_schedule: Annotated[
+        str | None,
+        typer.Option("--lr-schedule", help="step (x lr-gamma every lr-step epochs) or cosine (to 0 over the epochs)."),
+    ] = None,
     width: Annotated[int, typer.Option(help="Channels at full resolution.")] = 16,
     depth: Annotated[int, typer.Option(help="U-Net levels.")] = 3,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
@@ -74,6 +78,7 @@ def train_proxy_cmd(
         raise InputError(f"--model {model!r}: choose one of {', '.join(KINDS)}")
     optimizer = optimizer or RECIPES[model]["optimizer"]
     lr = RECIPES[model]["lr"] if lr is None else lr
+    lr_schedule = lr_schedule or RECIPES[model].get("lr_schedule", "step")
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device here")
     check_output(out_dir, "--out", folder=True)
@@ -82,6 +87,7 @@ def train_proxy_cmd(
     os.environ["HIL_TUNE_DEVICE"] = device
     profile = DatasetFolder(dataset).plan().load_profile()
     cfg = TrainConfig(epochs=epochs, batch=batch, optimizer=optimizer, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma,
+                      lr_schedule=lr_schedule,
                       seed=seed, device=device, denoise_cache_mib=denoise_cache_mib,
                       **({} if probe_steps is None else {"probe_steps": probe_steps}))  # fmt: skip
     rank = int(os.environ.get("RANK", "0"))

@@ -155,6 +155,16 @@ def test_a_checkpoint_refuses_another_profile_or_structure(sweep, tmp_path):
         load_proxy(tmp_path / "r")
 
 
+def test_a_cosine_schedule_ends_at_zero_and_a_resume_keeps_the_schedule(sweep, tmp_path):
+    root, prof = sweep
+    cfg = TrainConfig(epochs=2, batch=8, optimizer="adam", lr=1e-3, lr_schedule="cosine", probe_steps=0)
+    final = train_proxy(root, tmp_path / "r", prof, ProxyConfig(width=8, depth=2), cfg)
+    assert [h["lr"] for h in final["history"]] == pytest.approx([5e-4, 0.0], abs=1e-12)  # after each epoch
+    with pytest.raises(checkpoint.CheckpointError, match="--lr-schedule cosine, not step"):
+        train_proxy(root, tmp_path / "r", prof, ProxyConfig(width=8, depth=2),
+                    TrainConfig(**{**cfg.__dict__, "epochs": 3, "lr_schedule": "step"}), resume=True)  # fmt: skip
+
+
 def test_ddp_with_torchrun_on_two_cpu_processes(sweep, tmp_path):
     root, _ = sweep
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

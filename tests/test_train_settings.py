@@ -27,7 +27,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     ("option", "value", "says"),
     [("--epochs", "0", "--epochs 0"), ("--batch", "0", "--batch 0"), ("--lr", "nan", "--lr nan"),
      ("--optimizer", "bogus", "--optimizer 'bogus'"), ("--width", "0", "--width 0"),
-     ("--denoise-cache-mib", "-1", "--denoise-cache-mib -1"), ("--probe-steps", "-1", "--probe-steps -1")],
+     ("--denoise-cache-mib", "-1", "--denoise-cache-mib -1"), ("--probe-steps", "-1", "--probe-steps -1"),
+     ("--lr-schedule", "bogus", "--lr-schedule 'bogus'")],
 )  # fmt: skip
 def test_train_proxy_refuses_a_bad_setting(sweep, tmp_path, option, value, says):
     res = _cli("train", "proxy", str(sweep), "--out", str(tmp_path / "run"), option, value)

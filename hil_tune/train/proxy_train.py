@@ -41,6 +41,7 @@ class TrainConfig:
     lr: float = 1e-4
     lr_step: int = 10  # epochs between decays
     lr_gamma: float = 0.9
+    lr_schedule: str = "step"  # x lr_gamma every lr_step epochs, or "cosine": to 0 over `epochs` (LR_SCHEDULES)
     val_sources: float = 0.2  # share of sources held out
     val_params: float = 0.1  # share of the other samples held out (unseen parameter sets)
     seed: int = 0
@@ -122,6 +123,17 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     return groups
 
 
+LR_SCHEDULES = ("step", "cosine")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The paper's step decay, or a cosine decay to 0 at the last epoch, whose last epochs settle
+    instead of jumping about at nearly the starting rate."""
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(param_groups(model, cfg))
@@ -190,6 +202,8 @@ def _check_choices(cfg: TrainConfig) -> None:
         raise checkpoint.TrainSettingError(f"--optimizer {cfg.optimizer!r}: choose rmsprop or adam")
     if cfg.denoise_cache_mib < 0:
         raise checkpoint.TrainSettingError(f"--denoise-cache-mib {cfg.denoise_cache_mib}: 0 (off) or a size in MiB")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise checkpoint.TrainSettingError(f"--lr-schedule {cfg.lr_schedule!r}: choose {' or '.join(LR_SCHEDULES)}")
     if cfg.probe_steps < 0:
         raise checkpoint.TrainSettingError(f"--probe-steps {cfg.probe_steps}: 0 (no probe) or a number of steps")
 
@@ -253,6 +267,9 @@ def _resume(
     same_model = side["model"] == sidecar_base["model"] and side.get("structure", 1) == sidecar_base["structure"]
     if not same_model or side["dataset"]["id"] != sidecar_base["dataset"]["id"]:
         raise checkpoint.CheckpointError(f"{ckpt_path}: --resume with another model configuration or dataset")
+    schedule = (side["train"].get("lr_schedule", "step"), sidecar_base["train"]["lr_schedule"])
+    if schedule[0] != schedule[1]:
+        raise checkpoint.CheckpointError(f"{ckpt_path}: the run used --lr-schedule {schedule[0]}, not {schedule[1]}")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -313,7 +330,7 @@ def train_proxy(
     model = build_proxy(profile, model_cfg).to(device)
     started_from = _initial_weights(model, init, profile, model_cfg) if init is not None else None
     opt = make_optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    sched = make_scheduler(opt, cfg)
     history: list[dict[str, Any]] = []
     start_epoch, ckpt_path = 0, out / "checkpoint.pt"
     sidecar_base = _sidecar_base(datasets, profile, model_cfg, cfg, len(ds), split, world)
