@@ -74,15 +74,27 @@ class MonotoneCurve(nn.Module):
 
 
 class DetailMix(nn.Module):
-    """Unsharp mask with a learnt mixing of the detail image: x + amount * K (x - blur(x))."""
+    """Sharpening with a learnt detail image: x + amount * K sum_k b_k (x - blur_k(x)), where blur_k
+    is a Gaussian of SCALES[k] times the knob's sigma. K is a learnt 3x3 mixing (identity: per
+    channel; rank one: luminance only); the band weights b start at (1, 0), an unsharp mask, and
+    (-1, 1) is a difference of Gaussians at (sigma, 2 sigma), the band-pass many ISPs sharpen with."""
+
+    SCALES = (1.0, 2.0)
 
     def __init__(self) -> None:
         super().__init__()
         self.mix = nn.Parameter(torch.eye(3))
+        self.bands = nn.Parameter(torch.tensor([1.0] + [0.0] * (len(self.SCALES) - 1)))
 
-    def forward(self, rgb: Tensor, blurred: Tensor, amount: Tensor) -> Tensor:
-        detail = torch.einsum("ij,bjhw->bihw", self.mix, rgb - blurred)
+    def forward(self, rgb: Tensor, blurred: Sequence[Tensor], amount: Tensor) -> Tensor:
+        """`blurred`: rgb blurred at each of SCALES times the knob's sigma."""
+        band = sum(b * (rgb - blur) for b, blur in zip(self.bands, blurred, strict=True))
+        detail = torch.einsum("ij,bjhw->bihw", self.mix, band)
         return (rgb + amount[:, None, None, None] * detail).clamp(0, 1)
+
+    def weights(self) -> dict[str, float]:
+        """Where the sharpening sits: (1, 0) is an unsharp mask, (-1, 1) a difference of Gaussians."""
+        return {f"x-blur@{c:g}sigma": round(b.item(), 4) for c, b in zip(self.SCALES, self.bands, strict=True)}
 
 
 class Choice(nn.Module):

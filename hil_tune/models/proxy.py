@@ -44,7 +44,7 @@ from hil_tune.profiles import Profile
 KINDS = ("greybox", "unet")
 # Bumped when a model's forward changes with the same weights, so a
 # checkpoint trained under another structure is refused instead of silently computing something else.
-STRUCTURE = {"greybox": 5, "unet": 1}
+STRUCTURE = {"greybox": 6, "unet": 1}
 NR, WB, CCM, USM = (params_of(b) for b in ("denoise", "white_balance", "ccm", "sharpen"))  # the block table
 NR_GROUP = "noise-reduction"
 # Epochs of training before candidate blocks whose weight has fallen below their threshold are pruned.
@@ -205,7 +205,7 @@ class GreyboxProxy(nn.Module):
         self.jpeg_quality = int(profile.pipeline.jpeg_quality)
         self.subsampling = profile.pipeline.jpeg_subsampling if self.jpeg_quality > 0 else "4:4:4"
         sigma_max = profile.space["usm-sigma"].max if self.use_usm else 1.0
-        self.usm_radius = blur_radius(float(sigma_max or 1.0))
+        self.usm_radii = [blur_radius(c * float(sigma_max or 1.0)) for c in DetailMix.SCALES]
         n = len(profile.space)
         self.embed = nn.Sequential(
             nn.Linear(n, config.film_dim), nn.SiLU(), nn.Linear(config.film_dim, config.film_dim)
@@ -224,7 +224,7 @@ class GreyboxProxy(nn.Module):
         """What the proxy has learnt of the device's structure: each choice's surviving weights, and
         where the learnt demosaic sits between the linear method it started from and the others."""
         return {**{name: choice.chosen() for name, choice in self.choices().items()},
-                "demosaic": self.demosaicker.blends()}  # fmt: skip
+                "demosaic": self.demosaicker.blends(), "sharpening": self.detail.weights()}  # fmt: skip
 
     def fix_standard(self) -> None:
         """Fix every choice at the synthetic ISP's block (tests compare that structure with the ISP)."""
@@ -344,7 +344,11 @@ class GreyboxProxy(nn.Module):
             rgb = self.order({"gains-first": gains_first, "matrix-first": matrix_first})
         if self.use_usm:
             usm = self.values.pick(v, USM)
-            rgb = self.detail(rgb, blocks.gaussian_blur(rgb, usm[:, 1], self.usm_radius), usm[:, 0])
+            blurs = [
+                blocks.gaussian_blur(rgb, c * usm[:, 1], r)
+                for c, r in zip(DetailMix.SCALES, self.usm_radii, strict=True)
+            ]
+            rgb = self.detail(rgb, blurs, usm[:, 0])
         return self.curve(rgb), rgb
 
     def compress(self, display: Tensor) -> Tensor:
