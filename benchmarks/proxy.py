@@ -1,12 +1,14 @@
-"""Proxy benchmark: both models on the same data, on the synthetic firmware and on `foreign`.
+"""Proxy benchmark: both models on the same data, on the synthetic firmware, on `foreign`, and on
+`handset` (the third firmware, for a device the recipe was not developed against: `--firmwares handset`).
 
 Each firmware has a fixed capture configuration (stated in the JSON, `CONFIGS`):
 - synthetic (BM3D costs seconds per sample): the six bundled photos, 24 Latin-hypercube samples
   each, 64x64 patches;
-- foreign (milliseconds per sample): four unprocessing draws of each bundled photo and two of each
-  photo in HIL_TUNE_PHOTO_DIR (default ../shared/data/photos when present), 32 samples each,
-  128x128 patches: 1792 samples, the capture budget the [Unknown ISP] target allows 2000 for.
-Both over the synthetic profile's plausible region (noise reduction on), seed 0, split by photo
+- foreign and handset (milliseconds per sample): four unprocessing draws of each bundled photo
+  and two of each photo in HIL_TUNE_PHOTO_DIR (default ../shared/data/photos when present), 32
+  samples each, 128x128 patches: 1792 samples, the capture budget the [Unknown ISP] target allows
+  2000 for.
+All over the synthetic profile's plausible region (noise reduction on), seed 0, split by photo
 (every draw of a held-out photo held out) and by parameter set. Each model trains with the
 documented default recipe of `hil-tune train proxy` (proxy_train.RECIPES: Adam 1e-3 for the
 grey-box, the paper's RMSprop 1e-4 for the U-Net; x0.9 every 10 epochs), for the stated epochs.
@@ -16,12 +18,15 @@ firmware keeps the other's figures (each entry carries its own date and configur
 `--model-epochs unet=200` trains one kind longer than its stated epochs (the paper's U-Net to its
 plateau: the JSON keeps the whole curve); `--resume` continues each run from its checkpoint (a
 long run split over sessions: `train_seconds` is then the last part's, `curve` the whole run's);
-`--no-denoise-cache` trains the grey-box with its collaborative filter run every epoch and its
-noise scales learning throughout, stored under "FIRMWARE/greybox-uncached", so the cache's cost in
-fidelity is measured on the same sweep; `--lr-schedule cosine|step` trains with another schedule
-than the recipe's, stored under "FIRMWARE/KIND-SCHEDULE".
+`--carry-runs` keeps each epoch's checkpoint (about 1 MB) in benchmarks/results/carry/FIRMWARE-KIND,
+which is committed, and `--resume` starts from it when the work folder has none: a run longer than
+a session continues on a fresh clone. `--no-denoise-cache` trains the grey-box with its
+collaborative filter run every epoch and its noise scales learning throughout, stored under
+"FIRMWARE/greybox-uncached", so the cache's cost in fidelity is measured on the same sweep;
+`--lr-schedule cosine|step` trains with another schedule than the recipe's, stored under
+"FIRMWARE/KIND-SCHEDULE".
 Usage: python benchmarks/proxy.py [--firmwares synthetic foreign] [--models greybox unet] [--work DIR]
-       [--model-epochs KIND=N ...] [--resume] [--no-denoise-cache] [--lr-schedule S]
+       [--model-epochs KIND=N ...] [--resume] [--carry-runs] [--no-denoise-cache] [--lr-schedule S]
 """
 
 from __future__ import annotations
@@ -90,10 +95,27 @@ def inference_ms(kind: str, device: str, repeats: int = 3) -> float:
     return (time.perf_counter() - t) / repeats * 1000
 
 
-def progress(kind: str):
+CARRIED = ("checkpoint.pt", "checkpoint.json")
+
+
+def carry_in(run: Path, carry: Path) -> None:
+    """Start a run folder from the carried checkpoint when it has none of its own (a fresh clone)."""
+    if not (run / "checkpoint.pt").exists() and (carry / "checkpoint.pt").exists():
+        run.mkdir(parents=True, exist_ok=True)
+        for name in CARRIED:
+            shutil.copyfile(carry / name, run / name)
+        print(f"resuming from the carried checkpoint in {carry}", flush=True)
+
+
+def progress(kind: str, run: Path, carry: Path | None):
     def show(record: dict) -> None:
         print(f"  {kind} epoch {record['epoch']}: unseen images {record['val_sources_psnr']:.2f} dB, "
               f"{record['samples_per_s']:.1f} samples/s, {record.get('structure')}", flush=True)  # fmt: skip
+        if carry is not None:  # each epoch's checkpoint, so a run stopped anywhere continues from it
+            carry.mkdir(parents=True, exist_ok=True)
+            for name in CARRIED:
+                shutil.copyfile(run / name, carry / f"{name}.tmp")
+                (carry / f"{name}.tmp").replace(carry / name)
 
     return show
 
@@ -107,6 +129,8 @@ def main() -> int:
     ap.add_argument("--no-denoise-cache", action="store_true", help="grey-box without its denoiser cache")
     ap.add_argument("--resume", action="store_true", help="continue each run from its last epoch's checkpoint")
     ap.add_argument("--lr-schedule", choices=LR_SCHEDULES, help="another schedule than the recipe's (own entry)")
+    ap.add_argument("--carry-runs", action="store_true", help="keep each epoch's checkpoint under --carry")
+    ap.add_argument("--carry", type=Path, default=ROOT / "benchmarks" / "results" / "carry")
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "proxy.json")
     args = ap.parse_args()
@@ -135,15 +159,18 @@ def main() -> int:
             other = recipe.get("lr_schedule", "step") != RECIPES[kind].get("lr_schedule", "step")
             name = kind + ("-uncached" if uncached else "") + (f"-{recipe['lr_schedule']}" if other else "")
             run = args.work / f"run-{firmware}-{name}"
+            carry = args.carry / f"{firmware}-{name}" if args.carry_runs else None
             if not args.resume:
                 shutil.rmtree(run, ignore_errors=True)
+            elif carry is not None:
+                carry_in(run, carry)
             epochs = model_epochs.get(kind) or args.epochs or conf["epochs"][kind]
             cfg = TrainConfig(
                 epochs=epochs, batch=8, seed=0, **recipe, **({"denoise_cache_mib": 0} if uncached else {})
             )
             t = time.perf_counter()
             final = train_proxy(
-                data, run, profile, ProxyConfig(kind=kind), cfg, resume=args.resume, on_epoch=progress(kind)
+                data, run, profile, ProxyConfig(kind=kind), cfg, resume=args.resume, on_epoch=progress(kind, run, carry)
             )
             train_s = time.perf_counter() - t
             report = evaluate_proxy(run, data, run / "report", sensitivity_points=3, rank_sets=10)
