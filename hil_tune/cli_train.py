@@ -23,6 +23,17 @@ def register(app: typer.Typer) -> None:
     app.command("tune")(tune_cmd)
 
 
+_SCHEDULE_HELP = "step (x lr-gamma every lr-step epochs) or cosine (to 0 over the epochs)."
+_CACHE_HELP = (
+    "Grey-box: after the structure probe, fix the denoiser's noise scales and filter each sample once per "
+    "run, keeping up to this many MiB of filtered mosaics (0: filter every epoch)."
+)
+_PROBE_HELP = (
+    "Grey-box: steps of the structure probe that picks its denoiser and block order before training "
+    "(default 60; 0: keep every candidate). Each step runs the collaborative filter."
+)
+
+
 @train_app.command("proxy")
 def train_proxy_cmd(
     dataset: Annotated[Path, typer.Argument(help="Sweep dataset folder (hil-tune capture).")],
@@ -38,31 +49,14 @@ def train_proxy_cmd(
     ] = None,
     lr_step: Annotated[int, typer.Option("--lr-step", help="Epochs between x lr-gamma decays.")] = 10,
     lr_gamma: Annotated[float, typer.Option("--lr-gamma")] = 0.9,
-    lr_schedule: Annotated[
-        str | None,
-        typer.Option("--lr-schedule", help="step (x lr-gamma every lr-step epochs) or cosine (to 0 over the epochs)."),
-    ] = None,
+    lr_schedule: Annotated[str | None, typer.Option("--lr-schedule", help=_SCHEDULE_HELP)] = None,
     width: Annotated[int, typer.Option(help="Channels at full resolution.")] = 16,
     depth: Annotated[int, typer.Option(help="U-Net levels.")] = 3,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run folder's checkpoint.")] = False,
-    denoise_cache_mib: Annotated[
-        int,
-        typer.Option(
-            "--denoise-cache-mib",
-            help="Grey-box: after the structure probe, fix the denoiser's noise scales and filter each sample "
-            "once per run, keeping up to this many MiB of filtered mosaics (0: filter every epoch).",
-        ),
-    ] = 2048,
-    probe_steps: Annotated[
-        int | None,
-        typer.Option(
-            "--probe-steps",
-            help="Grey-box: steps of the structure probe that picks its denoiser and block order before "
-            "training (default 60; 0: keep every candidate). Each step runs the collaborative filter.",
-        ),
-    ] = None,
+    denoise_cache_mib: Annotated[int, typer.Option("--denoise-cache-mib", help=_CACHE_HELP)] = 2048,
+    probe_steps: Annotated[int | None, typer.Option("--probe-steps", help=_PROBE_HELP)] = None,
 ) -> None:
     """Train a differentiable proxy of the ISP on a sweep (L2 to the ISP output)."""
     import os
@@ -76,9 +70,8 @@ def train_proxy_cmd(
 
     if model not in KINDS:
         raise InputError(f"--model {model!r}: choose one of {', '.join(KINDS)}")
-    optimizer = optimizer or RECIPES[model]["optimizer"]
-    lr = RECIPES[model]["lr"] if lr is None else lr
-    lr_schedule = lr_schedule or RECIPES[model].get("lr_schedule", "step")
+    recipe = RECIPES[model]  # what the CLI leaves unsaid is the documented recipe of the model kind
+    optimizer, lr = optimizer or recipe["optimizer"], recipe["lr"] if lr is None else lr
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device here")
     check_output(out_dir, "--out", folder=True)
@@ -87,8 +80,8 @@ def train_proxy_cmd(
     os.environ["HIL_TUNE_DEVICE"] = device
     profile = DatasetFolder(dataset).plan().load_profile()
     cfg = TrainConfig(epochs=epochs, batch=batch, optimizer=optimizer, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma,
-                      lr_schedule=lr_schedule,
-                      seed=seed, device=device, denoise_cache_mib=denoise_cache_mib,
+                      lr_schedule=lr_schedule or recipe.get("lr_schedule", "step"), seed=seed, device=device,
+                      denoise_cache_mib=denoise_cache_mib,
                       **({} if probe_steps is None else {"probe_steps": probe_steps}))  # fmt: skip
     rank = int(os.environ.get("RANK", "0"))
     with progress(TextColumn("{task.fields[info]}"), console=err, disable=rank != 0) as bar:
@@ -101,18 +94,23 @@ def train_proxy_cmd(
 
         def on_epoch(record: dict) -> None:
             state["epoch"] = record["epoch"] + 1
-            parts = [f"epoch {record['epoch'] + 1}: loss {record['train_loss']:.2e}"]
-            for key, label in (("val_sources_psnr", "unseen images"), ("val_params_psnr", "unseen settings")):
-                if record.get(key) is not None:
-                    parts.append(f"{label} {record[key]:.2f} dB")
-            parts.append(f"{record['samples_per_s']:.1f} samples/s")
-            bar.console.print(", ".join(parts))
+            bar.console.print(_epoch_line(record))
 
         final = train_proxy(dataset, out_dir, profile, ProxyConfig(kind=model, width=width, depth=depth), cfg,
                             resume=resume, on_epoch=on_epoch, on_batch=on_batch)  # fmt: skip
     if rank == 0:
         out.print(f"wrote {out_dir / 'model.pt'} (+ .json sidecar), curves {out_dir / 'curves.png'}")
         out.print_json(data=final["metrics"])
+
+
+def _epoch_line(record: dict) -> str:
+    """One line per finished epoch: loss, held-out PSNR where there is a held-out set, speed."""
+    parts = [f"epoch {record['epoch'] + 1}: loss {record['train_loss']:.2e}"]
+    for key, label in (("val_sources_psnr", "unseen images"), ("val_params_psnr", "unseen settings")):
+        if record.get(key) is not None:
+            parts.append(f"{label} {record[key]:.2f} dB")
+    parts.append(f"{record['samples_per_s']:.1f} samples/s")
+    return ", ".join(parts)
 
 
 @eval_app.command("proxy")
