@@ -177,7 +177,7 @@ class GreyboxProxy(nn.Module):
     noise-reduction knobs) -> gains and colour matrix (a learnt choice of their order: gains on the
     mosaic before demosaic, or on RGB after the matrix) with a learnt demosaic (its filters, its
     directional green, its colour differences and its frame edges; it starts at the profile's) ->
-    unsharp mask with a learnt detail mixing -> a learnt monotone tone curve -> JPEG as the profile
+    sharpening with a learnt band and detail mixing -> a learnt monotone tone curve -> JPEG as the profile
     sets it -> residual.
     """
 
@@ -221,8 +221,9 @@ class GreyboxProxy(nn.Module):
         return {k: v for k, v in found.items() if v is not None}
 
     def structure(self) -> dict[str, dict[str, float]]:
-        """What the proxy has learnt of the device's structure: each choice's surviving weights, and
-        where the learnt demosaic sits between the linear method it started from and the others."""
+        """What the proxy has learnt of the device's structure: each choice's surviving weights,
+        where the learnt demosaic sits between the linear method it started from and the others, and
+        the sharpening's band (unsharp mask or difference of Gaussians)."""
         return {**{name: choice.chosen() for name, choice in self.choices().items()},
                 "demosaic": self.demosaicker.blends(), "sharpening": self.detail.weights()}  # fmt: skip
 
