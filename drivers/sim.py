@@ -19,7 +19,7 @@ from hil_tune.drivers.base import DEFAULT_TIMEOUT_S, Deadline, DeviceInfo, Drive
 from hil_tune.drivers.emulated.scene import sensor_frame
 from hil_tune.drivers.errors import DriverOptionError
 from hil_tune.drivers.settle import SettleQueue
-from hil_tune.isp.foreign import FIRMWARES, isp_for
+from hil_tune.isp.firmwares import FIRMWARES, isp_for
 from hil_tune.isp.pipeline import SyntheticISP
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile

@@ -307,7 +307,7 @@ def test_cma_es_renders_each_generation_in_one_call_and_scores_each_setting_over
     """The expert's and oracle's CMA-ES hand a whole generation to the renderer at once (population
     x frames jobs), so a worker pool renders side by side; the loss kept for the best setting is
     that setting's own mean over the frames (two different crops, so a mis-sliced batch shows)."""
-    from hil_tune.isp.foreign import isp_for
+    from hil_tune.isp.firmwares import isp_for
     from hil_tune.profiles import load_profile
     from hil_tune.train.predictor_eval import optimise
 

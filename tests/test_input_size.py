@@ -17,7 +17,7 @@ from hil_tune.capture.sources import resolve_sources
 from hil_tune.errors import InputError, ParameterError
 from hil_tune.inputs import load_input
 from hil_tune.isp.denoise import MIN_SIDE, denoise_packed
-from hil_tune.isp.foreign import isp_for
+from hil_tune.isp.firmwares import isp_for
 from hil_tune.profiles import load_profile
 
 NR_ON = {"filter-strength": 1.0, "noise-type": "g2", "noise-var": 0.3}

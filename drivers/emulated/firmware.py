@@ -24,7 +24,7 @@ from hil_tune.drivers.emulated.scene import sensor_frame
 from hil_tune.drivers.errors import ProtocolError
 from hil_tune.drivers.registers import register_map
 from hil_tune.drivers.settle import SettleQueue
-from hil_tune.isp.foreign import isp_for
+from hil_tune.isp.firmwares import isp_for
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile, load_profile
 from hil_tune.raw import RawFrame

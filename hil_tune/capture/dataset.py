@@ -35,7 +35,7 @@ from hil_tune.atomic import atomic_write as _atomic_write
 from hil_tune.atomic import fsync_dir
 from hil_tune.capture.plan import Plan
 from hil_tune.errors import HilTuneError
-from hil_tune.isp.foreign import FIRMWARES
+from hil_tune.isp.firmwares import FIRMWARES
 from hil_tune.raw import RawFrame
 
 PLAN = "plan.json"

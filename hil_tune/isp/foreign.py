@@ -19,7 +19,6 @@ import numpy as np
 
 from hil_tune.isp.ccm import ccm_from_params
 from hil_tune.isp.denoise import check_size
-from hil_tune.isp.handset import HandsetISP
 from hil_tune.isp.jpeg import JFIF_YCBCR, jpeg_roundtrip
 from hil_tune.isp.pipeline import IspStages, SyntheticISP
 from hil_tune.isp.sharpen import blur_radius
@@ -34,6 +33,12 @@ def filmic(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, None)
     y = (x * (2.51 * x + 0.03)) / (x * (2.43 * x + 0.59) + 0.14)
     return np.clip(y, 0.0, 1.0) ** (1 / 2.2)
+
+
+def gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
+    """OpenCV's Gaussian blur truncated where the synthetic ISP's is (int(4 sigma + 0.5)), edges repeated."""
+    r = blur_radius(sigma)
+    return cv2.GaussianBlur(x, (2 * r + 1,) * 2, sigma, borderType=cv2.BORDER_REFLECT)
 
 
 class ForeignISP(SyntheticISP):
@@ -54,9 +59,12 @@ class ForeignISP(SyntheticISP):
         )  # fmt: skip
         return unpack4(out, cfa)
 
+    NAME = "foreign"
+    BAYER = _OPENCV_BAYER  # OpenCV's demosaic codes by CFA: the edge-aware method
+
     def demosaic(self, m: np.ndarray, cfa: str) -> np.ndarray:
         codes = np.clip(m * 65535 + 0.5, 0, 65535).astype(np.uint16)
-        return cv2.demosaicing(codes, _OPENCV_BAYER[cfa]).astype(np.float32) / 65535  # (H, W, 3)
+        return cv2.demosaicing(codes, self.BAYER[cfa]).astype(np.float32) / 65535  # (H, W, 3)
 
     def colour(self, rgb: np.ndarray, p: ParamDict) -> np.ndarray:
         rgb = np.clip(rgb @ ccm_from_params(p).T, 0, 1)  # camera-space matrix first
@@ -65,9 +73,7 @@ class ForeignISP(SyntheticISP):
 
     def sharpen(self, rgb: np.ndarray, p: ParamDict) -> np.ndarray:
         luma = rgb @ np.array(JFIF_YCBCR[0], dtype=np.float32)
-        sigma_usm = float(p["usm-sigma"])
-        radius = blur_radius(sigma_usm)
-        blur = cv2.GaussianBlur(luma, (2 * radius + 1,) * 2, sigma_usm, borderType=cv2.BORDER_REFLECT)
+        blur = gaussian(luma, float(p["usm-sigma"]))
         return np.clip(rgb + float(p["usm-amount"]) * (luma - blur)[..., None], 0, 1)
 
     def tone(self, rgb: np.ndarray) -> np.ndarray:
@@ -84,16 +90,7 @@ class ForeignISP(SyntheticISP):
         return self.compress(self.tone(rgb))
 
     def stages(self, *args: object, **kwargs: object) -> IspStages:
-        raise NotImplementedError("the foreign firmware does not report the synthetic ISP's stages")
+        raise NotImplementedError(f"the {self.NAME} firmware does not report the synthetic ISP's stages")
 
     def run_frame(self, frame: RawFrame, params: Mapping[str, object] | None = None) -> np.ndarray:
         return self.run(frame.normalized(), frame.cfa, params)
-
-
-FIRMWARES = {"synthetic": SyntheticISP, "foreign": ForeignISP, "handset": HandsetISP}
-
-
-def isp_for(firmware: str, profile: object) -> SyntheticISP:
-    if firmware not in FIRMWARES:
-        raise ValueError(f"unknown firmware {firmware!r}; known: {', '.join(FIRMWARES)}")
-    return FIRMWARES[firmware](profile)  # type: ignore[arg-type]

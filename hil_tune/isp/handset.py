@@ -23,11 +23,9 @@ import numpy as np
 
 from hil_tune.isp.ccm import ccm_from_params
 from hil_tune.isp.denoise import check_size
-from hil_tune.isp.jpeg import JFIF_YCBCR, jpeg_roundtrip
-from hil_tune.isp.pipeline import IspStages, SyntheticISP
-from hil_tune.isp.sharpen import blur_radius
+from hil_tune.isp.foreign import ForeignISP, gaussian
+from hil_tune.isp.jpeg import JFIF_YCBCR
 from hil_tune.params import ParamDict
-from hil_tune.raw import RawFrame
 
 _OPENCV_BILINEAR = {"RGGB": cv2.COLOR_BayerBG2RGB, "BGGR": cv2.COLOR_BayerRG2RGB,
                     "GRBG": cv2.COLOR_BayerGB2RGB, "GBRG": cv2.COLOR_BayerGR2RGB}  # fmt: skip
@@ -53,17 +51,13 @@ def s_curve(y: np.ndarray, strength: float = 0.25) -> np.ndarray:
     return ((1 - strength) * y + strength * y * y * (3 - 2 * y)).astype(np.float32)
 
 
-def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
-    r = blur_radius(sigma)
-    return cv2.GaussianBlur(x, (2 * r + 1,) * 2, sigma, borderType=cv2.BORDER_REFLECT)
+class HandsetISP(ForeignISP):
+    """Same profile and parameters as the synthetic ISP, a phone-like block layout (module doc).
+    From the foreign firmware it takes only the plumbing: OpenCV's demosaic (here its bilinear
+    method), the JPEG, and frame handling; `run` orders its own blocks."""
 
-
-class HandsetISP(SyntheticISP):
-    """Same profile and parameters as the synthetic ISP, a phone-like block layout (module doc)."""
-
-    def demosaic(self, m: np.ndarray, cfa: str) -> np.ndarray:
-        codes = np.clip(m * 65535 + 0.5, 0, 65535).astype(np.uint16)
-        return cv2.demosaicing(codes, _OPENCV_BILINEAR[cfa]).astype(np.float32) / 65535
+    NAME = "handset"
+    BAYER = _OPENCV_BILINEAR
 
     def colour(self, rgb: np.ndarray, p: ParamDict) -> np.ndarray:
         gains = np.array([p["gain-r"], p["gain-g"], p["gain-b"]], dtype=np.float32) * float(p["digital-gain"])
@@ -81,19 +75,16 @@ class HandsetISP(SyntheticISP):
         h = [float(65535 * 1.5 * strength * sigma)]
         luma = cv2.fastNlMeansDenoising(codes, h=h, templateWindowSize=5, searchWindowSize=11,
                                         normType=cv2.NORM_L1).astype(np.float32) / 65535  # fmt: skip
-        chroma = _gaussian(np.ascontiguousarray(chroma), 0.3 + strength * (0.3 + 0.3 * float(p["mu2"])))
+        chroma = gaussian(np.ascontiguousarray(chroma), 0.3 + strength * (0.3 + 0.3 * float(p["mu2"])))
         return luma, chroma
 
     def sharpen(self, luma: np.ndarray, p: ParamDict) -> np.ndarray:
         sigma = float(p["usm-sigma"])
-        detail = _gaussian(luma, sigma) - _gaussian(luma, 2 * sigma)
+        detail = gaussian(luma, sigma) - gaussian(luma, 2 * sigma)
         return luma + float(p["usm-amount"]) * 2.0 * detail
 
     def tone(self, rgb: np.ndarray) -> np.ndarray:
         return (s_curve(rec709(rgb)) * 255 + 0.5).astype(np.uint8)
-
-    def compress(self, toned: np.ndarray) -> np.ndarray:
-        return jpeg_roundtrip(toned, quality=self.settings.jpeg_quality, subsampling=self.settings.jpeg_subsampling)
 
     def run(self, mosaic: np.ndarray, cfa: str, params: Mapping[str, object] | None = None) -> np.ndarray:
         check_size(*mosaic.shape[:2], "mosaic")
@@ -102,9 +93,3 @@ class HandsetISP(SyntheticISP):
         luma, chroma = self.denoise_ycc(rgb, p)
         ycc = np.concatenate([self.sharpen(luma, p)[..., None], chroma], -1)
         return self.compress(self.tone(ycc @ _FROM_YCC.T))
-
-    def stages(self, *args: object, **kwargs: object) -> IspStages:
-        raise NotImplementedError("the handset firmware does not report the synthetic ISP's stages")
-
-    def run_frame(self, frame: RawFrame, params: Mapping[str, object] | None = None) -> np.ndarray:
-        return self.run(frame.normalized(), frame.cfa, params)

@@ -21,7 +21,7 @@ from hil_tune.drivers.errors import DeviceError
 from hil_tune.drivers.reconnect import Backoff, RetriesExhaustedError, with_reconnect
 from hil_tune.drivers.registry import create_driver
 from hil_tune.errors import HilTuneError
-from hil_tune.isp.foreign import isp_for
+from hil_tune.isp.firmwares import isp_for
 from hil_tune.params import ParamDict
 from hil_tune.profiles import Profile
 from hil_tune.raw import RawFrame

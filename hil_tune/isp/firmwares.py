@@ -1,0 +1,15 @@
+"""The built-in firmwares the `sim` driver can run, by name."""
+
+from __future__ import annotations
+
+from hil_tune.isp.foreign import ForeignISP
+from hil_tune.isp.handset import HandsetISP
+from hil_tune.isp.pipeline import SyntheticISP
+
+FIRMWARES = {"synthetic": SyntheticISP, "foreign": ForeignISP, "handset": HandsetISP}
+
+
+def isp_for(firmware: str, profile: object) -> SyntheticISP:
+    if firmware not in FIRMWARES:
+        raise ValueError(f"unknown firmware {firmware!r}; known: {', '.join(FIRMWARES)}")
+    return FIRMWARES[firmware](profile)  # type: ignore[arg-type]
