@@ -156,7 +156,7 @@ def main() -> int:
         for kind in args.models:
             uncached = args.no_denoise_cache and kind == "greybox"
             recipe = {**RECIPES[kind], **({"lr_schedule": args.lr_schedule} if args.lr_schedule else {})}
-            other = recipe.get("lr_schedule", "step") != RECIPES[kind].get("lr_schedule", "step")
+            other = recipe["lr_schedule"] != RECIPES[kind]["lr_schedule"]
             name = kind + ("-uncached" if uncached else "") + (f"-{recipe['lr_schedule']}" if other else "")
             run = args.work / f"run-{firmware}-{name}"
             carry = args.carry / f"{firmware}-{name}" if args.carry_runs else None

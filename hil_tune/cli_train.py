@@ -80,7 +80,7 @@ def train_proxy_cmd(
     os.environ["HIL_TUNE_DEVICE"] = device
     profile = DatasetFolder(dataset).plan().load_profile()
     cfg = TrainConfig(epochs=epochs, batch=batch, optimizer=optimizer, lr=lr, lr_step=lr_step, lr_gamma=lr_gamma,
-                      lr_schedule=lr_schedule or recipe.get("lr_schedule", "step"), seed=seed, device=device,
+                      lr_schedule=lr_schedule or recipe["lr_schedule"], seed=seed, device=device,
                       denoise_cache_mib=denoise_cache_mib,
                       **({} if probe_steps is None else {"probe_steps": probe_steps}))  # fmt: skip
     rank = int(os.environ.get("RANK", "0"))
