@@ -24,7 +24,7 @@ NR_ON = {"filter-strength": 1.0, "noise-type": "g2", "noise-var": 0.3}
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 64), st.integers(1, 64), st.sampled_from(["synthetic", "foreign", "handset"]))
+@given(st.integers(1, 64), st.integers(1, 64), st.sampled_from(["synthetic", "foreign", "handset", "studio"]))
 def test_any_size_renders_or_is_refused_with_a_reason(tmp_path_factory, h, w, firmware):
     """Random sizes from 1 to 64 pixels: a render of the right shape, or InputError; never a crash."""
     path = tmp_path_factory.mktemp("size") / "img.png"

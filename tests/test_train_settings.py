@@ -53,7 +53,7 @@ def test_a_foreign_checkpoint_is_refused_without_unsafe_advice(tmp_path):
     ("args", "says"),
     [(["--timeout", "0"], "timeout 0.0: must be a finite number of seconds above 0"),
      (["--timeout", "-1"], "timeout -1.0: must be"), (["--timeout", "nan"], "timeout nan: must be"),
-     (["-o", "firmware=nope"], "unknown firmware 'nope'; known: synthetic, foreign, handset")],
+     (["-o", "firmware=nope"], "unknown firmware 'nope'; known: synthetic, foreign, handset, studio")],
 )  # fmt: skip
 def test_a_bad_driver_option_is_one_line(args, says):
     res = _cli("device", "set", "--driver", "sim", "--set", "gain-r=1.2", *args)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from hil_tune.isp.foreign import ForeignISP
 from hil_tune.isp.handset import HandsetISP
 from hil_tune.isp.pipeline import SyntheticISP
+from hil_tune.isp.studio import StudioISP
 
-FIRMWARES = {"synthetic": SyntheticISP, "foreign": ForeignISP, "handset": HandsetISP}
+FIRMWARES = {"synthetic": SyntheticISP, "foreign": ForeignISP, "handset": HandsetISP, "studio": StudioISP}
 
 
 def isp_for(firmware: str, profile: object) -> SyntheticISP:
