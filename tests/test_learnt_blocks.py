@@ -16,7 +16,7 @@ from hil_tune.capture.sources import resolve_sources
 from hil_tune.inputs import bundled_frame
 from hil_tune.isp.foreign import ForeignISP
 from hil_tune.models import isp_blocks as blocks
-from hil_tune.models.learnt_blocks import Bilateral, Choice, DetailMix, LearntDemosaic, MonotoneCurve
+from hil_tune.models.learnt_blocks import Bilateral, Choice, DetailMix, LearntDemosaic, LensShading, MonotoneCurve
 from hil_tune.models.proxy import GreyboxProxy, ProxyConfig
 from hil_tune.profiles import load_profile
 from hil_tune.train.data import SweepDataset
@@ -91,6 +91,42 @@ def test_detail_mixing_learns_a_luminance_difference_of_gaussians_from_an_unshar
     assert after < before / 100, (before, after)
     bands = mix.weights()
     assert bands["x-blur@1sigma"] < -0.5 and bands["x-blur@2sigma"] > 0.5, bands
+
+
+def test_lens_shading_starts_at_no_shading_and_learns_a_radial_falloff_at_any_frame_size():
+    """Exactly the identity at the start; from there, gradient descent on 64 px mosaics reaches a
+    device's colour-dependent vignetting (corners at 0.6 of red, 0.7 of green, 0.75 of blue), and
+    the learnt law holds on a 96 x 128 frame it never saw, since the radius is the frame's."""
+    gen = torch.Generator().manual_seed(0)
+    corner = torch.tensor([0.6, 0.7, 0.75])
+
+    def batch(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mosaic = 0.1 + 0.8 * torch.rand(4, 1, h, w, generator=gen)
+        masks = blocks.site_masks(torch.randint(0, 4, (4,), generator=gen), h, w)
+        r2 = LensShading.radius2(h, w, mosaic)
+        falloff = corner[:, None, None] ** r2  # (3, h, w): 1 at the centre, `corner` at the corners
+        sites = torch.stack([masks[:, 0], masks[:, 1] + masks[:, 2], masks[:, 3]], 1)
+        return mosaic, masks, mosaic * (sites * falloff).sum(1, keepdim=True)
+
+    shading = LensShading()
+    mosaic, masks, target = batch(64, 64)
+    assert torch.equal(shading(mosaic, masks), mosaic)
+    assert shading.corner_gains() == {"R": 1.0, "G": 1.0, "B": 1.0}
+    held_out = batch(96, 128)
+    with torch.no_grad():
+        before = float(((shading(*held_out[:2]) - held_out[2]) ** 2).mean())
+    opt = torch.optim.Adam(shading.parameters(), lr=0.05)
+    for _ in range(200):
+        mosaic, masks, target = batch(64, 64)
+        loss = ((shading(mosaic, masks) - target) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = float(((shading(*held_out[:2]) - held_out[2]) ** 2).mean())
+    assert after < before / 100, (before, after)
+    gains = shading.corner_gains()
+    assert np.allclose([gains[c] for c in "RGB"], corner.tolist(), atol=0.02), gains
 
 
 def test_a_choice_mixes_prunes_and_never_computes_a_pruned_candidate():
@@ -206,9 +242,11 @@ def test_the_probe_learns_the_order_of_gains_and_matrix(tmp_path, firmware, expe
                                          generator=torch.Generator().manual_seed(0))  # fmt: skip
     demosaic = {k: v.clone() for k, v in model.demosaicker.state_dict().items()}
     report = probe_structure(model, loader, cfg, torch.device("cpu"))
-    # The demosaic's filters learn at the network's rate in training, never at the probe's.
+    # The demosaic's filters learn at the network's rate in training, never at the probe's; the lens
+    # shading's radius is the frame's, which the probe's crops are not.
     for k, v in model.demosaicker.state_dict().items():
         torch.testing.assert_close(v, demosaic[k], rtol=0, atol=0)
+    assert torch.equal(model.shading.coef, torch.zeros(3, 2))
     weights = report["weights"]["order"]
     assert weights[expected] > 0.6, report
     assert report["loss_last"] < report["loss_first"]

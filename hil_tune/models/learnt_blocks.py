@@ -18,6 +18,8 @@ tables). So each assumption becomes a learnt part, initialised at the common cho
 - `Bilateral`: an edge-preserving filter on the packed planes whose spatial and range widths are
   a learnt law of the profile's noise-reduction knobs (linear in their logarithms, plus a small
   MLP); beside BM3D's collaborative filter when the profile declares BM3D's knobs;
+- `LensShading`: a radial gain per colour site of the mosaic (lens-shading correction, vignetting),
+  started at no shading;
 - `Choice`: a softmax-weighted mix of candidate blocks (gains before or after the colour matrix;
   one denoiser or another). Candidates whose weight falls below a
   threshold after a warm-up are pruned for good, so a decided choice costs one branch.
@@ -95,6 +97,39 @@ class DetailMix(nn.Module):
     def weights(self) -> dict[str, float]:
         """Where the sharpening sits: (1, 0) is an unsharp mask, (-1, 1) a difference of Gaussians."""
         return {f"x-blur@{c:g}sigma": round(b.item(), 4) for c, b in zip(self.SCALES, self.bands, strict=True)}
+
+
+class LensShading(nn.Module):
+    """A learnt radial gain on the mosaic, per colour site: exp(a r^2 + b r^4), r the distance
+    from the frame's centre over its half-diagonal; (a, b) = 0 at the start, a gain of exactly 1.
+
+    Why: lens-shading correction (or the vignetting a device leaves in) is fixed processing that
+    no knob reaches and that depends on where a pixel sits in the frame, which a convolutional
+    residual can hardly tell from the picture; the usual radial law is six numbers, so the data
+    pins it down from a few samples. Its centre is the frame's: a device that renders the frame
+    it is sent (the simulator, a sweep's patches) shades that frame."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.coef = nn.Parameter(torch.zeros(3, 2))  # R, G, B sites x (r^2, r^4)
+
+    @staticmethod
+    def radius2(h: int, w: int, like: Tensor) -> Tensor:
+        """(h, w) squared distance of each pixel's centre from the frame's, over the half-diagonal's."""
+        y = torch.arange(h, device=like.device, dtype=like.dtype) + 0.5 - h / 2
+        x = torch.arange(w, device=like.device, dtype=like.dtype) + 0.5 - w / 2
+        return (y[:, None] ** 2 + x[None, :] ** 2) / ((h / 2) ** 2 + (w / 2) ** 2)
+
+    def forward(self, mosaic: Tensor, masks: Tensor) -> Tensor:
+        """(B, 1, H, W) mosaic and its (B, 4, H, W) site masks (R, Gr, Gb, B) -> the shaded mosaic."""
+        r2 = self.radius2(*mosaic.shape[-2:], mosaic)
+        gains = torch.exp(self.coef[:, :1, None] * r2 + self.coef[:, 1:, None] * r2**2)  # (3, H, W)
+        sites = torch.stack([masks[:, 0], masks[:, 1] + masks[:, 2], masks[:, 3]], 1)  # (B, 3, H, W)
+        return mosaic * (sites * gains).sum(1, keepdim=True)
+
+    def corner_gains(self) -> dict[str, float]:
+        """The gain at the frame's corners per colour: 1 everywhere is no shading."""
+        return {c: round(math.exp(float(a + b)), 4) for c, (a, b) in zip("RGB", self.coef.detach(), strict=True)}
 
 
 class Choice(nn.Module):

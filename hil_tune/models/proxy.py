@@ -35,6 +35,7 @@ from hil_tune.models.learnt_blocks import (
     Choice,
     DetailMix,
     LearntDemosaic,
+    LensShading,
     MonotoneCurve,
     knob_features,
 )
@@ -44,7 +45,7 @@ from hil_tune.profiles import Profile
 KINDS = ("greybox", "unet")
 # Bumped when a model's forward changes with the same weights, so a
 # checkpoint trained under another structure is refused instead of silently computing something else.
-STRUCTURE = {"greybox": 6, "unet": 1}
+STRUCTURE = {"greybox": 7, "unet": 1}
 NR, WB, CCM, USM = (params_of(b) for b in ("denoise", "white_balance", "ccm", "sharpen"))  # the block table
 NR_GROUP = "noise-reduction"
 # Epochs of training before candidate blocks whose weight has fallen below their threshold are pruned.
@@ -174,11 +175,11 @@ class GreyboxProxy(nn.Module):
 
     Structure: denoise (a learnt choice between BM3D's collaborative filter, when the profile
     declares BM3D's knobs, and a bilateral filter whose widths are a learnt law of the
-    noise-reduction knobs) -> gains and colour matrix (a learnt choice of their order: gains on the
-    mosaic before demosaic, or on RGB after the matrix) with a learnt demosaic (its filters, its
-    directional green, its colour differences and its frame edges; it starts at the profile's) ->
-    sharpening with a learnt band and detail mixing -> a learnt monotone tone curve -> JPEG as the profile
-    sets it -> residual.
+    noise-reduction knobs) -> a learnt radial lens shading -> gains and colour matrix (a learnt
+    choice of their order: gains on the mosaic before demosaic, or on RGB after the matrix) with a
+    learnt demosaic (its filters, its directional green, its colour differences and its frame
+    edges; it starts at the profile's) -> sharpening with a learnt band and detail mixing -> a
+    learnt monotone tone curve -> JPEG as the profile sets it -> residual.
     """
 
     def __init__(self, profile: Profile, config: ProxyConfig) -> None:
@@ -199,6 +200,7 @@ class GreyboxProxy(nn.Module):
         self.denoiser = Choice(denoisers) if denoisers else None
         self.bilateral = Bilateral(2 * len(self.nr_knobs)) if self.nr_knobs else None
         self.order = Choice(["gains-first", "matrix-first"]) if self.use_wb or self.use_ccm else None
+        self.shading = LensShading()
         self.demosaicker = LearntDemosaic(profile.pipeline.demosaic)
         self.detail = DetailMix()
         self.curve = MonotoneCurve(profile.pipeline.tone, profile.pipeline.gamma)
@@ -222,10 +224,12 @@ class GreyboxProxy(nn.Module):
 
     def structure(self) -> dict[str, dict[str, float]]:
         """What the proxy has learnt of the device's structure: each choice's surviving weights,
-        where the learnt demosaic sits between the linear method it started from and the others, and
-        the sharpening's band (unsharp mask or difference of Gaussians)."""
+        where the learnt demosaic sits between the linear method it started from and the others,
+        the sharpening's band (unsharp mask or difference of Gaussians) and the lens shading's
+        corner gains."""
         return {**{name: choice.chosen() for name, choice in self.choices().items()},
-                "demosaic": self.demosaicker.blends(), "sharpening": self.detail.weights()}  # fmt: skip
+                "demosaic": self.demosaicker.blends(), "sharpening": self.detail.weights(),
+                "shading": self.shading.corner_gains()}  # fmt: skip
 
     def fix_standard(self) -> None:
         """Fix every choice at the synthetic ISP's block (tests compare that structure with the ISP)."""
@@ -248,10 +252,16 @@ class GreyboxProxy(nn.Module):
         pins them down weakly (on the synthetic ISP, whose demosaic it starts at, the blends
         drifted to 0.3 and held-out fidelity fell 2 dB within six epochs), so they learn at the
         network's rate, and the structure probe, which trains this list, leaves them alone."""
-        mods: list[nn.Module] = [*self.choices().values(), self.curve, self.detail]
+        mods: list[nn.Module] = [*self.choices().values(), self.curve, self.detail, self.shading]
         if self.bilateral is not None:
             mods.append(self.bilateral)
         return [p for m in mods for p in m.parameters()] + [self.nr_log_var]
+
+    def probe_parameters(self) -> list[nn.Parameter]:
+        """What the structure probe trains: the learnt structure but the lens shading, whose radius
+        is the frame's, which the probe's centre crops are not."""
+        shading = {id(p) for p in self.shading.parameters()}
+        return [p for p in self.structure_parameters() if id(p) not in shading]
 
     def _noise(self, index: Tensor, shape: tuple[int, int], like: Tensor) -> tuple[NoiseTables, NoiseTables]:
         """The unit-variance noise tables of each sample's noise type, on planes of `shape`, for the
@@ -326,6 +336,7 @@ class GreyboxProxy(nn.Module):
         error budget) can be developed exactly as the proxy develops its own."""
         v = self.values(u)
         masks = blocks.site_masks(cfa, *denoised.shape[-2:])
+        denoised = self.shading(denoised, masks)
         wb = self.values.pick(v, WB) if self.use_wb else None
         ccm = self.values.pick(v, CCM).view(-1, 3, 3) if self.use_ccm else None
 

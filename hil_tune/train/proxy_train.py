@@ -151,7 +151,7 @@ def probe_structure(model: nn.Module, loader: DataLoader, cfg: TrainConfig, devi
     the device's samples support; those below `PROBE_KEEP` of their choice are pruned before the
     first epoch. What is left undecided is decided by the epoch-end pruning.
     """
-    params = list(model.structure_parameters())
+    params = list(model.probe_parameters())
     if not params or cfg.probe_steps <= 0:
         return {}
     keep = {id(p) for p in params}
@@ -214,7 +214,7 @@ def prepare_structure(
     """Before the first epoch (and DDP): the structure probe on a fresh run (its findings, or None),
     then the denoiser cache, which freezes the noise scales the probe learnt."""
     found = None
-    if probe and hasattr(model, "structure_parameters"):
+    if probe and hasattr(model, "probe_parameters"):
         gen = torch.Generator().manual_seed(cfg.seed + 7)
         found = probe_structure(
             model, DataLoader(train_set, batch_size=cfg.batch, shuffle=True, generator=gen), cfg, device
