@@ -15,8 +15,17 @@ from hil_tune.capture.plan import build_plan
 from hil_tune.capture.sources import resolve_sources
 from hil_tune.inputs import bundled_frame
 from hil_tune.isp.foreign import ForeignISP
+from hil_tune.isp.jpeg import JFIF_YCBCR
 from hil_tune.models import isp_blocks as blocks
-from hil_tune.models.learnt_blocks import Bilateral, Choice, DetailMix, LearntDemosaic, LensShading, MonotoneCurve
+from hil_tune.models.learnt_blocks import (
+    Bilateral,
+    Choice,
+    DetailMix,
+    DisplayMix,
+    LearntDemosaic,
+    LensShading,
+    MonotoneCurve,
+)
 from hil_tune.models.proxy import GreyboxProxy, ProxyConfig
 from hil_tune.profiles import load_profile
 from hil_tune.train.data import SweepDataset
@@ -129,6 +138,26 @@ def test_lens_shading_starts_at_no_shading_and_learns_a_radial_falloff_at_any_fr
     assert np.allclose([gains[c] for c in "RGB"], corner.tolist(), atol=0.02), gains
 
 
+def test_display_mixing_starts_at_none_and_learns_a_saturation_boost():
+    """The identity at the start; gradient descent reaches a 1.2x chroma boost in YCbCr (the studio
+    firmware's), read back as its YCbCr gains."""
+    ycc = torch.tensor(JFIF_YCBCR, dtype=torch.float32)
+    boost = torch.linalg.inv(ycc) @ torch.diag(torch.tensor([1.0, 1.2, 1.2])) @ ycc
+    gen = torch.Generator().manual_seed(0)
+    mix = DisplayMix()
+    x = 0.2 + 0.6 * torch.rand(4, 3, 16, 16, generator=gen)
+    assert torch.equal(mix(x), x) and mix.ycbcr_gains() == {"Y": 1.0, "Cb": 1.0, "Cr": 1.0}
+    opt = torch.optim.Adam(mix.parameters(), lr=0.02)
+    for _ in range(300):
+        x = 0.2 + 0.6 * torch.rand(4, 3, 16, 16, generator=gen)
+        loss = ((mix(x) - torch.einsum("ij,bjhw->bihw", boost, x).clamp(0, 1)) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    gains = mix.ycbcr_gains()
+    assert np.allclose([gains["Y"], gains["Cb"], gains["Cr"]], [1.0, 1.2, 1.2], atol=0.03), gains
+
+
 def test_a_choice_mixes_prunes_and_never_computes_a_pruned_candidate():
     choice = Choice(["a", "b", "c"], threshold=0.1)
     with torch.no_grad():
@@ -224,10 +253,9 @@ def test_the_bilateral_law_spans_identity_to_smoothing():
     assert feats.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize(("firmware", "expected"), [("synthetic", "gains-first"), ("foreign", "matrix-first")])
-def test_the_probe_learns_the_order_of_gains_and_matrix(tmp_path, firmware, expected):
-    """One recipe, two devices: the same probe on a small sweep of each picks the order that
-    device really has (foreign applies its colour matrix before its gains)."""
+def _probe_on(tmp_path, firmware: str) -> tuple[GreyboxProxy, dict, dict]:
+    """A fresh grey-box, before and after the structure probe on a small sweep of `firmware`:
+    (the probed model, its demosaic's state before, the probe's report)."""
     prof = load_profile(fast_profile(tmp_path))
     plan = build_plan(prof, resolve_sources(FIVE_PHOTOS), samples_per_source=6, patch=32, region="fast")
     folder = DatasetFolder(tmp_path / "ds")
@@ -241,7 +269,14 @@ def test_the_probe_learns_the_order_of_gains_and_matrix(tmp_path, firmware, expe
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, split.train), batch_size=8, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))  # fmt: skip
     demosaic = {k: v.clone() for k, v in model.demosaicker.state_dict().items()}
-    report = probe_structure(model, loader, cfg, torch.device("cpu"))
+    return model, demosaic, probe_structure(model, loader, cfg, torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("firmware", "expected"), [("synthetic", "gains-first"), ("foreign", "matrix-first")])
+def test_the_probe_learns_the_order_of_gains_and_matrix(tmp_path, firmware, expected):
+    """One recipe, two devices: the same probe on a small sweep of each picks the order that
+    device really has (foreign applies its colour matrix before its gains)."""
+    model, demosaic, report = _probe_on(tmp_path, firmware)
     # The demosaic's filters learn at the network's rate in training, never at the probe's; the lens
     # shading's radius is the frame's, which the probe's crops are not.
     for k, v in model.demosaicker.state_dict().items():
@@ -251,3 +286,15 @@ def test_the_probe_learns_the_order_of_gains_and_matrix(tmp_path, firmware, expe
     assert weights[expected] > 0.6, report
     assert report["loss_last"] < report["loss_first"]
     assert np.isclose(sum(model.structure()["order"].values()), 1.0)
+
+
+@pytest.mark.parametrize(("firmware", "expected"), [("synthetic", "linear"), ("studio", "display")])
+def test_the_probe_learns_where_a_device_sharpens(tmp_path, firmware, expected):
+    """The same probe picks sharpening on linear values for the synthetic ISP and after the tone
+    curve for the studio firmware (luma unsharp masking in display space), whose saturation boost
+    after the curve the display mixing picks up (chroma gains above 1.1)."""
+    _, _, report = _probe_on(tmp_path, firmware)
+    assert report["weights"]["sharpen-at"][expected] > 0.6, report
+    if firmware == "studio":
+        gains = report["weights"]["display-mix"]
+        assert gains["Cb"] > 1.1 and gains["Cr"] > 1.1, gains

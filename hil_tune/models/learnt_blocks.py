@@ -18,6 +18,7 @@ tables). So each assumption becomes a learnt part, initialised at the common cho
 - `Bilateral`: an edge-preserving filter on the packed planes whose spatial and range widths are
   a learnt law of the profile's noise-reduction knobs (linear in their logarithms, plus a small
   MLP); beside BM3D's collaborative filter when the profile declares BM3D's knobs;
+- `DisplayMix`: a 3x3 colour mixing after the tone curve (saturation, hue), started at none;
 - `LensShading`: a radial gain per colour site of the mosaic (lens-shading correction, vignetting),
   started at no shading;
 - `Choice`: a softmax-weighted mix of candidate blocks (gains before or after the colour matrix;
@@ -39,6 +40,7 @@ import torch.nn.functional as F  # noqa: N812 - the universal torch idiom
 from torch import Tensor, nn
 
 from hil_tune.isp.demosaic import FILTERS
+from hil_tune.isp.jpeg import JFIF_YCBCR
 from hil_tune.models import isp_blocks
 from hil_tune.transfer import apply_curve
 
@@ -130,6 +132,27 @@ class LensShading(nn.Module):
     def corner_gains(self) -> dict[str, float]:
         """The gain at the frame's corners per colour: 1 everywhere is no shading."""
         return {c: round(math.exp(float(a + b)), 4) for c, (a, b) in zip("RGB", self.coef.detach(), strict=True)}
+
+
+class DisplayMix(nn.Module):
+    """A learnt 3x3 colour mixing of the display-encoded image, the identity at the start.
+
+    Why: many ISPs set saturation or hue after the tone curve, in YCbCr (the `studio` firmware
+    boosts chroma 1.2x there): a linear map of the encoded RGB that no knob reaches and that the
+    colour matrix, acting on linear values before the curve, cannot stand in for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.matrix = nn.Parameter(torch.eye(3))
+
+    def forward(self, display: Tensor) -> Tensor:
+        return torch.einsum("ij,bjhw->bihw", self.matrix, display).clamp(0, 1)
+
+    def ycbcr_gains(self) -> dict[str, float]:
+        """The mixing seen in JFIF YCbCr: its diagonal (1, 1, 1 is none; a saturation boost raises Cb, Cr)."""
+        t = torch.tensor(JFIF_YCBCR, dtype=torch.float32)
+        m = t @ self.matrix.detach() @ torch.linalg.inv(t)
+        return {k: round(float(m[i, i]), 4) for i, k in enumerate(("Y", "Cb", "Cr"))}
 
 
 class Choice(nn.Module):

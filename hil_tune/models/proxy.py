@@ -34,6 +34,7 @@ from hil_tune.models.learnt_blocks import (
     Bilateral,
     Choice,
     DetailMix,
+    DisplayMix,
     LearntDemosaic,
     LensShading,
     MonotoneCurve,
@@ -45,7 +46,7 @@ from hil_tune.profiles import Profile
 KINDS = ("greybox", "unet")
 # Bumped when a model's forward changes with the same weights, so a
 # checkpoint trained under another structure is refused instead of silently computing something else.
-STRUCTURE = {"greybox": 7, "unet": 1}
+STRUCTURE = {"greybox": 8, "unet": 1}
 NR, WB, CCM, USM = (params_of(b) for b in ("denoise", "white_balance", "ccm", "sharpen"))  # the block table
 NR_GROUP = "noise-reduction"
 # Epochs of training before candidate blocks whose weight has fallen below their threshold are pruned.
@@ -178,8 +179,10 @@ class GreyboxProxy(nn.Module):
     noise-reduction knobs) -> a learnt radial lens shading -> gains and colour matrix (a learnt
     choice of their order: gains on the mosaic before demosaic, or on RGB after the matrix) with a
     learnt demosaic (its filters, its directional green, its colour differences and its frame
-    edges; it starts at the profile's) -> sharpening with a learnt band and detail mixing -> a
-    learnt monotone tone curve -> JPEG as the profile sets it -> residual.
+    edges; it starts at the profile's) -> sharpening with a learnt band and detail mixing and a
+    learnt monotone tone curve (a learnt choice of their order: sharpening on linear values, or on
+    display values after the curve) -> a learnt display colour mixing -> JPEG as the profile sets
+    it -> residual.
     """
 
     def __init__(self, profile: Profile, config: ProxyConfig) -> None:
@@ -202,7 +205,11 @@ class GreyboxProxy(nn.Module):
         self.order = Choice(["gains-first", "matrix-first"]) if self.use_wb or self.use_ccm else None
         self.shading = LensShading()
         self.demosaicker = LearntDemosaic(profile.pipeline.demosaic)
-        self.detail = DetailMix()
+        # Sharpening before the tone curve (on linear values) or after it (on display values, as
+        # many ISPs sharpen luma in YCbCr): a learnt choice, each position with its own detail mixing.
+        self.sharpen_at = Choice(["linear", "display"]) if self.use_usm else None
+        self.detail, self.detail_display = DetailMix(), DetailMix()
+        self.display_mix = DisplayMix()
         self.curve = MonotoneCurve(profile.pipeline.tone, profile.pipeline.gamma)
         self.jpeg_quality = int(profile.pipeline.jpeg_quality)
         self.subsampling = profile.pipeline.jpeg_subsampling if self.jpeg_quality > 0 else "4:4:4"
@@ -219,21 +226,23 @@ class GreyboxProxy(nn.Module):
 
     def choices(self) -> dict[str, Choice]:
         """The learnt structural choices, by name."""
-        found = {"denoiser": self.denoiser, "order": self.order}
+        found = {"denoiser": self.denoiser, "order": self.order, "sharpen-at": self.sharpen_at}
         return {k: v for k, v in found.items() if v is not None}
 
     def structure(self) -> dict[str, dict[str, float]]:
         """What the proxy has learnt of the device's structure: each choice's surviving weights,
         where the learnt demosaic sits between the linear method it started from and the others,
-        the sharpening's band (unsharp mask or difference of Gaussians) and the lens shading's
-        corner gains."""
+        the sharpening's band (unsharp mask or difference of Gaussians) where it acts, the lens
+        shading's corner gains and the display mixing in YCbCr."""
+        at_display = self.sharpen_at is not None and self.sharpen_at.chosen().get("display", 0.0) > 0.5
         return {**{name: choice.chosen() for name, choice in self.choices().items()},
-                "demosaic": self.demosaicker.blends(), "sharpening": self.detail.weights(),
-                "shading": self.shading.corner_gains()}  # fmt: skip
+                "demosaic": self.demosaicker.blends(),
+                "sharpening": (self.detail_display if at_display else self.detail).weights(),
+                "shading": self.shading.corner_gains(), "display-mix": self.display_mix.ycbcr_gains()}  # fmt: skip
 
     def fix_standard(self) -> None:
         """Fix every choice at the synthetic ISP's block (tests compare that structure with the ISP)."""
-        standard = {"denoiser": "collaborative", "order": "gains-first"}
+        standard = {"denoiser": "collaborative", "order": "gains-first", "sharpen-at": "linear"}
         for name, choice in self.choices().items():
             choice.fix(standard[name] if standard[name] in choice.names else choice.names[0])
 
@@ -252,7 +261,8 @@ class GreyboxProxy(nn.Module):
         pins them down weakly (on the synthetic ISP, whose demosaic it starts at, the blends
         drifted to 0.3 and held-out fidelity fell 2 dB within six epochs), so they learn at the
         network's rate, and the structure probe, which trains this list, leaves them alone."""
-        mods: list[nn.Module] = [*self.choices().values(), self.curve, self.detail, self.shading]
+        mods: list[nn.Module] = [*self.choices().values(), self.curve, self.detail, self.detail_display,
+                                 self.display_mix, self.shading]  # fmt: skip
         if self.bilateral is not None:
             mods.append(self.bilateral)
         return [p for m in mods for p in m.parameters()] + [self.nr_log_var]
@@ -332,7 +342,7 @@ class GreyboxProxy(nn.Module):
 
     def develop(self, denoised: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """The blocks after the denoiser -> (display-encoded image before JPEG, linear RGB before
-        tone). Separate from `denoise` so a denoised mosaic from elsewhere (the ISP's own, in the
+        sharpening and tone). Separate from `denoise` so a denoised mosaic from elsewhere (the ISP's own, in the
         error budget) can be developed exactly as the proxy develops its own."""
         v = self.values(u)
         masks = blocks.site_masks(cfa, *denoised.shape[-2:])
@@ -354,14 +364,17 @@ class GreyboxProxy(nn.Module):
             rgb = self._demosaic(denoised, masks)
         else:
             rgb = self.order({"gains-first": gains_first, "matrix-first": matrix_first})
-        if self.use_usm:
-            usm = self.values.pick(v, USM)
-            blurs = [
-                blocks.gaussian_blur(rgb, c * usm[:, 1], r)
-                for c, r in zip(DetailMix.SCALES, self.usm_radii, strict=True)
-            ]
-            rgb = self.detail(rgb, blurs, usm[:, 0])
-        return self.curve(rgb), rgb
+        if self.sharpen_at is None:
+            return self.display_mix(self.curve(rgb)), rgb
+        usm = self.values.pick(v, USM)
+
+        def sharpen(x: Tensor, mix: DetailMix) -> Tensor:
+            radii = zip(DetailMix.SCALES, self.usm_radii, strict=True)
+            return mix(x, [blocks.gaussian_blur(x, c * usm[:, 1], r) for c, r in radii], usm[:, 0])
+
+        display = self.sharpen_at({"linear": lambda: self.curve(sharpen(rgb, self.detail)),
+                                   "display": lambda: sharpen(self.curve(rgb), self.detail_display)})  # fmt: skip
+        return self.display_mix(display), rgb
 
     def compress(self, display: Tensor) -> Tensor:
         """JPEG as libjpeg does it (`blocks.jpeg`, 40-46 dB from Pillow's) in the forward pass; in
