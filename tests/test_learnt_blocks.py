@@ -291,10 +291,8 @@ def test_the_probe_learns_the_order_of_gains_and_matrix(tmp_path, firmware, expe
 @pytest.mark.parametrize(("firmware", "expected"), [("synthetic", "linear"), ("studio", "display")])
 def test_the_probe_learns_where_a_device_sharpens(tmp_path, firmware, expected):
     """The same probe picks sharpening on linear values for the synthetic ISP and after the tone
-    curve for the studio firmware (luma unsharp masking in display space), whose saturation boost
-    after the curve the display mixing picks up (chroma gains above 1.1)."""
-    _, _, report = _probe_on(tmp_path, firmware)
+    curve for the studio firmware (luma unsharp masking in display space); the display mixing
+    learns in training, at the network's rate, never in the probe."""
+    model, _, report = _probe_on(tmp_path, firmware)
     assert report["weights"]["sharpen-at"][expected] > 0.6, report
-    if firmware == "studio":
-        gains = report["weights"]["display-mix"]
-        assert gains["Cb"] > 1.1 and gains["Cr"] > 1.1, gains
+    assert torch.equal(model.display_mix.matrix, torch.eye(3))
