@@ -114,8 +114,7 @@ def test_lens_shading_starts_at_no_shading_and_learns_a_radial_falloff_at_any_fr
         masks = blocks.site_masks(torch.randint(0, 4, (4,), generator=gen), h, w)
         r2 = LensShading.radius2(h, w, mosaic)
         falloff = corner[:, None, None] ** r2  # (3, h, w): 1 at the centre, `corner` at the corners
-        sites = torch.stack([masks[:, 0], masks[:, 1] + masks[:, 2], masks[:, 3]], 1)
-        return mosaic, masks, mosaic * (sites * falloff).sum(1, keepdim=True)
+        return mosaic, masks, mosaic * (blocks.colour_masks(masks) * falloff).sum(1, keepdim=True)
 
     shading = LensShading()
     mosaic, masks, target = batch(64, 64)

@@ -35,6 +35,11 @@ def site_masks(cfa: Tensor, h: int, w: int) -> Tensor:
     return tiles.repeat(1, 1, h // 2, w // 2)
 
 
+def colour_masks(masks: Tensor) -> Tensor:
+    """(B, 4, H, W) site masks (R, Gr, Gb, B) -> (B, 3, H, W) masks of the R, G and B sites."""
+    return torch.cat([masks[:, :1], masks[:, 1:2] + masks[:, 2:3], masks[:, 3:]], 1)
+
+
 def demosaic(mosaic: Tensor, masks: Tensor, method: str = "malvar2004") -> Tensor:
     """(B, 1, H, W) mosaic and its site masks -> (B, 3, H, W) linear RGB clipped to [0, 1]."""
     kernels = torch.tensor(np.stack(FILTERS[method]), dtype=mosaic.dtype, device=mosaic.device)[:, None]

@@ -126,8 +126,7 @@ class LensShading(nn.Module):
         """(B, 1, H, W) mosaic and its (B, 4, H, W) site masks (R, Gr, Gb, B) -> the shaded mosaic."""
         r2 = self.radius2(*mosaic.shape[-2:], mosaic)
         gains = torch.exp(self.coef[:, :1, None] * r2 + self.coef[:, 1:, None] * r2**2)  # (3, H, W)
-        sites = torch.stack([masks[:, 0], masks[:, 1] + masks[:, 2], masks[:, 3]], 1)  # (B, 3, H, W)
-        return mosaic * (sites * gains).sum(1, keepdim=True)
+        return mosaic * (isp_blocks.colour_masks(masks) * gains).sum(1, keepdim=True)
 
     def corner_gains(self) -> dict[str, float]:
         """The gain at the frame's corners per colour: 1 everywhere is no shading."""

@@ -166,7 +166,7 @@ class UNetProxy(nn.Module):
     def forward(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> Tensor:
         _check(mosaic, self.config.depth)
         masks = blocks.site_masks(cfa, *mosaic.shape[-2:])
-        pack3 = torch.cat([masks[:, :1], masks[:, 1:2] + masks[:, 2:3], masks[:, 3:]], 1) * mosaic
+        pack3 = blocks.colour_masks(masks) * mosaic
         return self.net(pack3, planes=u)
 
 
@@ -343,8 +343,8 @@ class GreyboxProxy(nn.Module):
 
     def develop(self, denoised: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """The blocks after the denoiser -> (display-encoded image before JPEG, linear RGB before
-        sharpening and tone). Separate from `denoise` so a denoised mosaic from elsewhere (the ISP's own, in the
-        error budget) can be developed exactly as the proxy develops its own."""
+        sharpening and tone). Separate from `denoise` so a denoised mosaic from elsewhere (the ISP's
+        own, in the error budget) can be developed exactly as the proxy develops its own."""
         v = self.values(u)
         masks = blocks.site_masks(cfa, *denoised.shape[-2:])
         denoised = self.shading(denoised, masks)
