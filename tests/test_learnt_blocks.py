@@ -70,6 +70,25 @@ def test_detail_mixing_spans_per_channel_luminance_and_band_pass_sharpening():
     assert mix.weights() == {"x-blur@1sigma": -1.0, "x-blur@2sigma": 1.0}
 
 
+def _fit(block: torch.nn.Module, draw, held_out: tuple, steps: int, lr: float) -> tuple[float, float]:
+    """Squared error of `block` on `held_out` (inputs..., target) before and after `steps` Adam
+    steps on fresh draws of the same form."""
+
+    def error() -> float:
+        with torch.no_grad():
+            return float(((block(*held_out[:-1]) - held_out[-1]) ** 2).mean())
+
+    before = error()
+    opt = torch.optim.Adam(block.parameters(), lr=lr)
+    for _ in range(steps):
+        *inputs, target = draw()
+        loss = ((block(*inputs) - target) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return before, error()
+
+
 def test_detail_mixing_learns_a_luminance_difference_of_gaussians_from_an_unsharp_start():
     """Gradient descent alone, from the per-channel unsharp mask it starts at, to the handset
     firmware's sharpening (a difference of Gaussians on luminance): the band and the mixing move to
@@ -85,18 +104,7 @@ def test_detail_mixing_learns_a_luminance_difference_of_gaussians_from_an_unshar
         return rgb, blurs, amount, (rgb + amount[:, None, None, None] * 2.0 * detail).clamp(0, 1)
 
     mix = DetailMix()
-    opt = torch.optim.Adam(mix.parameters(), lr=0.05)
-    held_out = batch()
-    with torch.no_grad():
-        before = float(((mix(*held_out[:3]) - held_out[3]) ** 2).mean())
-    for _ in range(300):
-        rgb, blurs, amount, target = batch()
-        loss = ((mix(rgb, blurs, amount) - target) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        after = float(((mix(*held_out[:3]) - held_out[3]) ** 2).mean())
+    before, after = _fit(mix, batch, batch(), steps=300, lr=0.05)
     assert after < before / 100, (before, after)
     bands = mix.weights()
     assert bands["x-blur@1sigma"] < -0.5 and bands["x-blur@2sigma"] > 0.5, bands
@@ -117,21 +125,10 @@ def test_lens_shading_starts_at_no_shading_and_learns_a_radial_falloff_at_any_fr
         return mosaic, masks, mosaic * (blocks.colour_masks(masks) * falloff).sum(1, keepdim=True)
 
     shading = LensShading()
-    mosaic, masks, target = batch(64, 64)
+    mosaic, masks, _ = batch(64, 64)
     assert torch.equal(shading(mosaic, masks), mosaic)
     assert shading.corner_gains() == {"R": 1.0, "G": 1.0, "B": 1.0}
-    held_out = batch(96, 128)
-    with torch.no_grad():
-        before = float(((shading(*held_out[:2]) - held_out[2]) ** 2).mean())
-    opt = torch.optim.Adam(shading.parameters(), lr=0.05)
-    for _ in range(200):
-        mosaic, masks, target = batch(64, 64)
-        loss = ((shading(mosaic, masks) - target) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        after = float(((shading(*held_out[:2]) - held_out[2]) ** 2).mean())
+    before, after = _fit(shading, lambda: batch(64, 64), batch(96, 128), steps=200, lr=0.05)
     assert after < before / 100, (before, after)
     gains = shading.corner_gains()
     assert np.allclose([gains[c] for c in "RGB"], corner.tolist(), atol=0.02), gains
@@ -144,15 +141,15 @@ def test_display_mixing_starts_at_none_and_learns_a_saturation_boost():
     boost = torch.linalg.inv(ycc) @ torch.diag(torch.tensor([1.0, 1.2, 1.2])) @ ycc
     gen = torch.Generator().manual_seed(0)
     mix = DisplayMix()
-    x = 0.2 + 0.6 * torch.rand(4, 3, 16, 16, generator=gen)
-    assert torch.equal(mix(x), x) and mix.ycbcr_gains() == {"Y": 1.0, "Cb": 1.0, "Cr": 1.0}
-    opt = torch.optim.Adam(mix.parameters(), lr=0.02)
-    for _ in range(300):
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
         x = 0.2 + 0.6 * torch.rand(4, 3, 16, 16, generator=gen)
-        loss = ((mix(x) - torch.einsum("ij,bjhw->bihw", boost, x).clamp(0, 1)) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        return x, torch.einsum("ij,bjhw->bihw", boost, x).clamp(0, 1)
+
+    x, _ = batch()
+    assert torch.equal(mix(x), x) and mix.ycbcr_gains() == {"Y": 1.0, "Cb": 1.0, "Cr": 1.0}
+    before, after = _fit(mix, batch, batch(), steps=300, lr=0.02)
+    assert after < before / 100, (before, after)
     gains = mix.ycbcr_gains()
     assert np.allclose([gains["Y"], gains["Cb"], gains["Cr"]], [1.0, 1.2, 1.2], atol=0.03), gains
 
