@@ -1,10 +1,11 @@
 """Proxy benchmark: both models on the same data, on the synthetic firmware, on `foreign`, and on
-`handset` (the third firmware, for a device the recipe was not developed against: `--firmwares handset`).
+`handset` and `studio` (firmwares for devices the recipe was not developed against: `--firmwares
+handset studio`).
 
 Each firmware has a fixed capture configuration (stated in the JSON, `CONFIGS`):
 - synthetic (BM3D costs seconds per sample): the six bundled photos, 24 Latin-hypercube samples
   each, 64x64 patches;
-- foreign and handset (milliseconds per sample): four unprocessing draws of each bundled photo
+- foreign, handset and studio (milliseconds per sample): four unprocessing draws of each bundled photo
   and two of each photo in HIL_TUNE_PHOTO_DIR (default ../shared/data/photos when present), 32
   samples each, 128x128 patches: 1792 samples, the capture budget the [Unknown ISP] target allows
   2000 for.

@@ -35,6 +35,11 @@ def filmic(x: np.ndarray) -> np.ndarray:
     return np.clip(y, 0.0, 1.0) ** (1 / 2.2)
 
 
+# JFIF's YCbCr as float32 matrices: the firmwares that work in YCbCr (handset, studio) share them.
+TO_YCC = np.asarray(JFIF_YCBCR, dtype=np.float32)
+FROM_YCC = np.linalg.inv(TO_YCC).astype(np.float32)
+
+
 def gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
     """OpenCV's Gaussian blur truncated where the synthetic ISP's is (int(4 sigma + 0.5)), edges repeated."""
     r = blur_radius(sigma)
@@ -66,10 +71,14 @@ class ForeignISP(SyntheticISP):
         codes = np.clip(m * 65535 + 0.5, 0, 65535).astype(np.uint16)
         return cv2.demosaicing(codes, self.BAYER[cfa]).astype(np.float32) / 65535  # (H, W, 3)
 
+    @staticmethod
+    def gains(p: ParamDict) -> np.ndarray:
+        """The white-balance gains times the digital gain, per RGB channel."""
+        return np.array([p["gain-r"], p["gain-g"], p["gain-b"]], dtype=np.float32) * float(p["digital-gain"])
+
     def colour(self, rgb: np.ndarray, p: ParamDict) -> np.ndarray:
         rgb = np.clip(rgb @ ccm_from_params(p).T, 0, 1)  # camera-space matrix first
-        gains = np.array([p["gain-r"], p["gain-g"], p["gain-b"]], dtype=np.float32) * float(p["digital-gain"])
-        return np.clip(rgb * gains, 0, 1)
+        return np.clip(rgb * self.gains(p), 0, 1)
 
     def sharpen(self, rgb: np.ndarray, p: ParamDict) -> np.ndarray:
         luma = rgb @ np.array(JFIF_YCBCR[0], dtype=np.float32)

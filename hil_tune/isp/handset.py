@@ -23,15 +23,12 @@ import numpy as np
 
 from hil_tune.isp.ccm import ccm_from_params
 from hil_tune.isp.denoise import check_size
-from hil_tune.isp.foreign import ForeignISP, gaussian
-from hil_tune.isp.jpeg import JFIF_YCBCR
+from hil_tune.isp.foreign import FROM_YCC, TO_YCC, ForeignISP, gaussian
 from hil_tune.params import ParamDict
 
 _OPENCV_BILINEAR = {"RGGB": cv2.COLOR_BayerBG2RGB, "BGGR": cv2.COLOR_BayerRG2RGB,
                     "GRBG": cv2.COLOR_BayerGB2RGB, "GBRG": cv2.COLOR_BayerGR2RGB}  # fmt: skip
 KNEE = 0.8  # where highlights start to roll off towards 1
-_TO_YCC = np.asarray(JFIF_YCBCR, dtype=np.float32)
-_FROM_YCC = np.linalg.inv(_TO_YCC).astype(np.float32)
 
 
 def soft_clip(x: np.ndarray) -> np.ndarray:
@@ -60,12 +57,11 @@ class HandsetISP(ForeignISP):
     BAYER = _OPENCV_BILINEAR
 
     def colour(self, rgb: np.ndarray, p: ParamDict) -> np.ndarray:
-        gains = np.array([p["gain-r"], p["gain-g"], p["gain-b"]], dtype=np.float32) * float(p["digital-gain"])
-        return soft_clip(soft_clip(rgb * gains) @ ccm_from_params(p).T)
+        return soft_clip(soft_clip(rgb * self.gains(p)) @ ccm_from_params(p).T)
 
     def denoise_ycc(self, rgb: np.ndarray, p: ParamDict) -> tuple[np.ndarray, np.ndarray]:
         """(luma, chroma) of the colour-corrected image, denoised as the knobs ask."""
-        ycc = rgb @ _TO_YCC.T
+        ycc = rgb @ TO_YCC.T
         luma, chroma = ycc[..., 0], ycc[..., 1:]
         strength = float(p["filter-strength"])
         if strength <= 0:
@@ -92,4 +88,4 @@ class HandsetISP(ForeignISP):
         rgb = self.colour(self.demosaic(np.ascontiguousarray(mosaic, dtype=np.float32), cfa), p)
         luma, chroma = self.denoise_ycc(rgb, p)
         ycc = np.concatenate([self.sharpen(luma, p)[..., None], chroma], -1)
-        return self.compress(self.tone(ycc @ _FROM_YCC.T))
+        return self.compress(self.tone(ycc @ FROM_YCC.T))

@@ -23,16 +23,13 @@ import numpy as np
 
 from hil_tune.isp.ccm import ccm_from_params
 from hil_tune.isp.denoise import check_size
-from hil_tune.isp.foreign import ForeignISP, gaussian
-from hil_tune.isp.jpeg import JFIF_YCBCR
+from hil_tune.isp.foreign import FROM_YCC, TO_YCC, ForeignISP, gaussian
 from hil_tune.params import ParamDict
 from hil_tune.raw import pack4, unpack4
 
 FALLOFF = {"R": 0.22, "G": 0.16, "B": 0.12}  # k of (1 + k r^2)^-2, r = 1 at the corners
 WHITE = 1.2  # the extended Reinhard curve's white point, before normalising it to reach 1
 SATURATION = 1.2
-_TO_YCC = np.asarray(JFIF_YCBCR, dtype=np.float32)
-_FROM_YCC = np.linalg.inv(_TO_YCC).astype(np.float32)
 
 
 def radius2(h: int, w: int) -> np.ndarray:
@@ -73,16 +70,15 @@ class StudioISP(ForeignISP):
         return unpack4((base + cored).astype(np.float32), cfa)
 
     def colour(self, rgb: np.ndarray, p: ParamDict) -> np.ndarray:
-        gains = np.array([p["gain-r"], p["gain-g"], p["gain-b"]], dtype=np.float32) * float(p["digital-gain"])
-        return np.clip(np.clip(rgb * gains, 0, 1) @ ccm_from_params(p).T, 0, 1)
+        return np.clip(np.clip(rgb * self.gains(p), 0, 1) @ ccm_from_params(p).T, 0, 1)
 
     def display(self, rgb: np.ndarray, p: ParamDict) -> np.ndarray:
         """Tone, then saturation and luma sharpening on the display-encoded image -> uint8."""
-        ycc = reinhard(rgb).astype(np.float32) @ _TO_YCC.T
+        ycc = reinhard(rgb).astype(np.float32) @ TO_YCC.T
         luma = ycc[..., 0]
         luma = luma + float(p["usm-amount"]) * (luma - gaussian(np.ascontiguousarray(luma), float(p["usm-sigma"])))
         ycc = np.concatenate([luma[..., None], SATURATION * ycc[..., 1:]], -1)
-        return (np.clip(ycc @ _FROM_YCC.T, 0, 1) * 255 + 0.5).astype(np.uint8)
+        return (np.clip(ycc @ FROM_YCC.T, 0, 1) * 255 + 0.5).astype(np.uint8)
 
     def run(self, mosaic: np.ndarray, cfa: str, params: Mapping[str, object] | None = None) -> np.ndarray:
         check_size(*mosaic.shape[:2], "mosaic")
