@@ -16,6 +16,7 @@ from capture_helpers import fast_sweep
 
 from hil_tune.inputs import bundled_frame
 from hil_tune.isp import SyntheticISP
+from hil_tune.isp.firmwares import FIRMWARES, isp_for
 from hil_tune.isp.foreign import ForeignISP
 from hil_tune.isp.jpeg import jpeg_roundtrip
 from hil_tune.models.isp_blocks import CFAS, jpeg
@@ -213,49 +214,36 @@ def test_foreign_firmware_is_a_different_isp_on_the_same_knobs(synthetic):
     assert brighter.mean() > b.mean()  # the knobs still do what they say
 
 
-def test_handset_firmware_is_a_third_isp_whose_knobs_still_act(synthetic):
-    """The phone-like firmware (demosaic first, denoise in YCbCr after the colour blocks): unlike
-    both others on the same knobs, and its gain, denoise and sharpening knobs each act."""
-    from hil_tune.isp.handset import HandsetISP
-
-    frame = bundled_frame("rocket").center_crop(64, 64)
-    params = {"gain-r": 1.6, "ccm01": -0.3, "filter-strength": 0.0, "usm-amount": 0.1}
-    isp = HandsetISP(synthetic)
-    c = isp.run_frame(frame, params)
-    for other in (SyntheticISP(synthetic), ForeignISP(synthetic)):
-        assert np.abs(c.astype(int) - other.run_frame(frame, params).astype(int)).mean() > 3
-    assert isp.run_frame(frame, {**params, "digital-gain": 1.5}).mean() > c.mean()
-    smoothed = isp.run_frame(frame, {**params, "filter-strength": 2.0, "noise-var": 1.0})
-    sharpened = isp.run_frame(frame, {**params, "usm-amount": 1.5, "usm-sigma": 1.0})
-    assert _detail(smoothed) < 0.8 * _detail(c) < 0.8 * _detail(sharpened)
-
-
 def _detail(img: np.ndarray) -> float:
     """Energy of the 4-neighbour Laplacian of the grey image."""
     x = img.astype(float).mean(-1)
     return float(np.mean((4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2] - x[1:-1, 2:]) ** 2))
 
 
-def test_studio_firmware_is_a_fourth_isp_with_lens_shading_whose_knobs_still_act(synthetic):
-    """The camera-body firmware (lens shading left in, coring denoise, sharpening after the tone
-    curve): unlike the three others on the same knobs; a flat grey frame comes out darker in the
-    corners than in the centre, red the most; its gain, denoise and sharpening knobs each act."""
-    from hil_tune.isp.handset import HandsetISP
-    from hil_tune.isp.studio import StudioISP
-
+@pytest.mark.parametrize("firmware", ["handset", "studio"])
+def test_each_further_firmware_is_its_own_isp_whose_knobs_still_act(synthetic, firmware):
+    """The phone-like firmware (demosaic first, denoise in YCbCr after the colour blocks) and the
+    camera-body one (lens shading left in, coring denoise, sharpening after the tone curve): each
+    unlike every other firmware on the same knobs, and its gain, denoise and sharpening knobs act."""
     frame = bundled_frame("rocket").center_crop(64, 64)
     params = {"gain-r": 1.6, "ccm01": -0.3, "filter-strength": 0.0, "usm-amount": 0.1}
-    isp = StudioISP(synthetic)
+    isp = isp_for(firmware, synthetic)
     c = isp.run_frame(frame, params)
-    for other in (SyntheticISP(synthetic), ForeignISP(synthetic), HandsetISP(synthetic)):
-        assert np.abs(c.astype(int) - other.run_frame(frame, params).astype(int)).mean() > 3
+    for other in FIRMWARES:
+        if other != firmware:
+            assert np.abs(c.astype(int) - isp_for(other, synthetic).run_frame(frame, params).astype(int)).mean() > 3
     assert isp.run_frame(frame, {**params, "digital-gain": 1.5}).mean() > c.mean()
-    flat = isp.run(np.full((64, 96), 0.25, np.float32), "RGGB", {"filter-strength": 0.0, "usm-amount": 0.1})
-    ratio = flat[:4, :4].astype(float).mean((0, 1)) / flat[30:34, 46:50].astype(float).mean((0, 1))
-    assert (ratio < 0.95).all() and ratio[0] < ratio[2], ratio
     smoothed = isp.run_frame(frame, {**params, "filter-strength": 2.0, "noise-var": 1.0})
     sharpened = isp.run_frame(frame, {**params, "usm-amount": 1.5, "usm-sigma": 1.0})
     assert _detail(smoothed) < 0.8 * _detail(c) < 0.8 * _detail(sharpened)
+
+
+def test_the_studio_firmware_leaves_lens_shading_in(synthetic):
+    """A flat grey frame comes out darker in the corners than in the centre, red the most."""
+    flat = isp_for("studio", synthetic).run(np.full((64, 96), 0.25, np.float32), "RGGB",
+                                            {"filter-strength": 0.0, "usm-amount": 0.1})  # fmt: skip
+    ratio = flat[:4, :4].astype(float).mean((0, 1)) / flat[30:34, 46:50].astype(float).mean((0, 1))
+    assert (ratio < 0.95).all() and ratio[0] < ratio[2], ratio
 
 
 def test_training_freezes_the_denoiser_scales_only_when_it_caches_the_filter(synthetic):
