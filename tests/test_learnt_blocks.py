@@ -193,6 +193,37 @@ def test_the_learnt_demosaic_starts_at_the_profile_method_exactly(method):
         torch.testing.assert_close(LearntDemosaic(method)(mosaic, masks), blocks.demosaic(mosaic, masks, method))
 
 
+def test_the_edge_directed_start_interpolates_along_edges_and_is_near_an_edge_aware_demosaic():
+    """LearntDemosaic.edge_directed: a flat field comes back flat; across a vertical step in green
+    the missing greens take their vertical neighbours' mean (no zipper), where the linear start
+    mixes both sides; and on noisy photo crops it starts far nearer OpenCV's edge-aware demosaic
+    (the foreign firmware's) than Malvar's filters do."""
+    masks = blocks.site_masks(torch.tensor([blocks.CFAS.index("RGGB")]), 16, 16)
+    flat = (masks * torch.tensor([0.2, 0.5, 0.5, 0.7])[None, :, None, None]).sum(1, keepdim=True)
+    edge = LearntDemosaic.edge_directed()
+    with torch.no_grad():
+        rgb = torch.tensor([0.2, 0.5, 0.7])[None, :, None, None].expand(1, 3, 16, 16)
+        torch.testing.assert_close(edge(flat, masks), rgb)
+        step = torch.where(torch.arange(16) < 8, 0.2, 0.6).expand(16, 16)[None, None].clone()
+        green = edge(step, masks)[0, 1]
+        linear = LearntDemosaic("bilinear")(step, masks)[0, 1]
+    rb = (masks[0, 0] + masks[0, 3]).bool()
+    torch.testing.assert_close(green[rb], step[0, 0][rb])
+    assert (linear[rb] - step[0, 0][rb]).abs().max() > 0.05
+    foreign = ForeignISP(load_profile("synthetic"))
+    rng = np.random.default_rng(0)
+    near = {"edge-directed": [], "malvar2004": []}
+    for name in ("coffee", "astronaut", "chelsea", "rocket"):
+        frame = bundled_frame(name).crop(120, 160, 48, 48)
+        m = np.clip(frame.normalized() * 3 + rng.normal(0, 0.02, (48, 48)), 0, 1).astype(np.float32)
+        target = torch.from_numpy(foreign.demosaic(m, frame.cfa).transpose(2, 0, 1))[None]
+        args = torch.from_numpy(m)[None, None], blocks.site_masks(torch.tensor([blocks.CFAS.index(frame.cfa)]), 48, 48)
+        with torch.no_grad():
+            near["edge-directed"].append(_display_psnr(edge(*args), target))
+            near["malvar2004"].append(_display_psnr(LearntDemosaic("malvar2004")(*args), target))
+    assert min(near["edge-directed"]) > max(near["malvar2004"]) + 8, near
+
+
 def _display_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR after a display gamma, where a demosaic's errors in the shadows show."""
     return float(10 * torch.log10(1 / ((_display(a) - _display(b)) ** 2).mean()))
@@ -251,7 +282,8 @@ def test_the_bilateral_law_spans_identity_to_smoothing():
 
 def _probe_on(tmp_path, firmware: str) -> tuple[GreyboxProxy, dict, dict]:
     """A fresh grey-box, before and after the structure probe on a small sweep of `firmware`:
-    (the probed model, its demosaic's state before, the probe's report)."""
+    (the probed model, its two demosaics' state before ("declared.NAME", "edge-directed.NAME"),
+    the probe's report)."""
     prof = load_profile(fast_profile(tmp_path))
     plan = build_plan(prof, resolve_sources(FIVE_PHOTOS), samples_per_source=6, patch=32, region="fast")
     folder = DatasetFolder(tmp_path / "ds")
@@ -264,22 +296,29 @@ def _probe_on(tmp_path, firmware: str) -> tuple[GreyboxProxy, dict, dict]:
     split = make_split(ds, cfg)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, split.train), batch_size=8, shuffle=True,
                                          generator=torch.Generator().manual_seed(0))  # fmt: skip
-    demosaic = {k: v.clone() for k, v in model.demosaicker.state_dict().items()}
+    demosaics = {"declared": model.demosaicker, "edge-directed": model.edge_demosaicker}
+    demosaic = {f"{name}.{k}": v.clone() for name, block in demosaics.items() for k, v in block.state_dict().items()}
     return model, demosaic, probe_structure(model, loader, cfg, torch.device("cpu"))
 
 
-@pytest.mark.parametrize(("firmware", "expected"), [("synthetic", "gains-first"), ("foreign", "matrix-first")])
-def test_the_probe_learns_the_order_of_gains_and_matrix(tmp_path, firmware, expected):
+@pytest.mark.parametrize(
+    ("firmware", "expected", "demosaic_from"),
+    [("synthetic", "gains-first", "declared"), ("foreign", "matrix-first", "edge-directed")],
+)
+def test_the_probe_learns_the_order_of_gains_and_matrix(tmp_path, firmware, expected, demosaic_from):
     """One recipe, two devices: the same probe on a small sweep of each picks the order that
-    device really has (foreign applies its colour matrix before its gains)."""
+    device really has (foreign applies its colour matrix before its gains) and the demosaic start
+    nearer its demosaic (the synthetic ISP's is the profile's Malvar, foreign's OpenCV's edge-aware)."""
     model, demosaic, report = _probe_on(tmp_path, firmware)
-    # The demosaic's filters learn at the network's rate in training, never at the probe's; the lens
+    # The demosaics' filters learn at the network's rate in training, never at the probe's; the lens
     # shading's radius is the frame's, which the probe's crops are not.
-    for k, v in model.demosaicker.state_dict().items():
-        torch.testing.assert_close(v, demosaic[k], rtol=0, atol=0)
+    for name, block in {"declared": model.demosaicker, "edge-directed": model.edge_demosaicker}.items():
+        for k, v in block.state_dict().items():
+            torch.testing.assert_close(v, demosaic[f"{name}.{k}"], rtol=0, atol=0)
     assert torch.equal(model.shading.coef, torch.zeros(3, 2))
     weights = report["weights"]["order"]
     assert weights[expected] > 0.6, report
+    assert report["weights"]["demosaic-from"][demosaic_from] > 0.6, report
     assert report["loss_last"] < report["loss_first"]
     assert np.isclose(sum(model.structure()["order"].values()), 1.0)
 

@@ -11,10 +11,11 @@ tables). So each assumption becomes a learnt part, initialised at the common cho
   in x^(1/2.2), where display curves are nearly straight), initialised from the profile's curve;
 - `DetailMix`: unsharp masking whose detail image passes a learnt 3x3 mixing (identity: per
   channel; rank one: luminance only; anything between);
-- `LearntDemosaic`: learnt 5x5 linear filters (started at the profile's method), a learnt
-  directional green (estimator and gradient taps, a soft comparison), learnt colour differences
-  and learnt frame edges: bilinear, Malvar, Hamilton-Adams and OpenCV's edge-aware demosaic are
-  all points of it;
+- `LearntDemosaic`: learnt 5x5 linear filters, a learnt directional green (estimator and
+  gradient taps, a soft comparison), learnt colour differences and learnt frame edges: bilinear,
+  Malvar, Hamilton-Adams and OpenCV's edge-aware demosaic are all points of it. It starts at the
+  profile's method or at edge-directed interpolation (`edge_directed`); the proxy holds one of
+  each and a learnt choice between them;
 - `Bilateral`: an edge-preserving filter on the packed planes whose spatial and range widths are
   a learnt law of the profile's noise-reduction knobs (linear in their logarithms, plus a small
   MLP); beside BM3D's collaborative filter when the profile declares BM3D's knobs;
@@ -246,6 +247,26 @@ class LearntDemosaic(nn.Module):
         self.differences = nn.Parameter(torch.tensor(0.0))
         # How far the outermost row and column take their inward neighbour's value (0: their own).
         self.border = nn.Parameter(torch.tensor(0.0))
+
+    @classmethod
+    def edge_directed(cls) -> LearntDemosaic:
+        """The block started at edge-directed interpolation (Hibbard; Laroche and Prescott): green
+        at red and blue sites is the mean of its two neighbours along the direction of the smaller
+        first-order gradient, red and blue are bilinear.
+
+        Why a second start: the family holds both the linear methods and the edge-directed ones,
+        but gradient descent inside a whole proxy crosses it slowly. From Malvar's filters towards
+        OpenCV's edge-aware demosaic the block stalled at half-way in eight epochs (its Laplacian
+        terms amplify the noise that the edge-directed methods leave alone), and that cost the
+        `studio` firmware's noisiest images 2 dB; from this start it is 45 dB from that demosaic
+        before any training. A device's demosaic is one family or the other far more often than
+        halfway, so the proxy offers both starts and its probe picks (GreyboxProxy)."""
+        block = cls("bilinear")
+        with torch.no_grad():
+            block.estimator.copy_(torch.tensor([0.0, 0.5, 0.0, 0.5, 0.0]))
+            block.gradients[1].zero_()  # first-order differences of the green neighbours alone
+            block.directional.fill_(1.0)
+        return block
 
     def blends(self) -> dict[str, float]:
         """Where the block sits: 0 is the linear method it started from."""

@@ -46,7 +46,7 @@ from hil_tune.profiles import Profile
 KINDS = ("greybox", "unet")
 # Bumped when a model's forward changes with the same weights, so a
 # checkpoint trained under another structure is refused instead of silently computing something else.
-STRUCTURE = {"greybox": 8, "unet": 1}
+STRUCTURE = {"greybox": 9, "unet": 1}
 NR, WB, CCM, USM = (params_of(b) for b in ("denoise", "white_balance", "ccm", "sharpen"))  # the block table
 NR_GROUP = "noise-reduction"
 # Epochs of training before candidate blocks whose weight has fallen below their threshold are pruned.
@@ -179,10 +179,10 @@ class GreyboxProxy(nn.Module):
     noise-reduction knobs) -> a learnt radial lens shading -> gains and colour matrix (a learnt
     choice of their order: gains on the mosaic before demosaic, or on RGB after the matrix) with a
     learnt demosaic (its filters, its directional green, its colour differences and its frame
-    edges; it starts at the profile's) -> sharpening with a learnt band and detail mixing and a
-    learnt monotone tone curve (a learnt choice of their order: sharpening on linear values, or on
-    display values after the curve) -> a learnt display colour mixing -> JPEG as the profile sets
-    it -> residual.
+    edges; a learnt choice of its start: the profile's method or edge-directed interpolation) ->
+    sharpening with a learnt band and detail mixing and a learnt monotone tone curve (a learnt
+    choice of their order: sharpening on linear values, or on display values after the curve) -> a
+    learnt display colour mixing -> JPEG as the profile sets it -> residual.
     """
 
     def __init__(self, profile: Profile, config: ProxyConfig) -> None:
@@ -204,7 +204,11 @@ class GreyboxProxy(nn.Module):
         self.bilateral = Bilateral(2 * len(self.nr_knobs)) if self.nr_knobs else None
         self.order = Choice(["gains-first", "matrix-first"]) if self.use_wb or self.use_ccm else None
         self.shading = LensShading()
+        # The demosaic starts at the profile's method and at edge-directed interpolation, a learnt
+        # choice between them (LearntDemosaic.edge_directed: why two starts).
+        self.demosaic_from = Choice(["declared", "edge-directed"])
         self.demosaicker = LearntDemosaic(profile.pipeline.demosaic)
+        self.edge_demosaicker = LearntDemosaic.edge_directed()
         # Sharpening before the tone curve (on linear values) or after it (on display values, as
         # many ISPs sharpen luma in YCbCr): a learnt choice, each position with its own detail mixing.
         self.sharpen_at = Choice(["linear", "display"]) if self.use_usm else None
@@ -226,7 +230,8 @@ class GreyboxProxy(nn.Module):
 
     def choices(self) -> dict[str, Choice]:
         """The learnt structural choices, by name."""
-        found = {"denoiser": self.denoiser, "order": self.order, "sharpen-at": self.sharpen_at}
+        found = {"denoiser": self.denoiser, "order": self.order, "demosaic-from": self.demosaic_from,
+                 "sharpen-at": self.sharpen_at}  # fmt: skip
         return {k: v for k, v in found.items() if v is not None}
 
     def structure(self) -> dict[str, dict[str, float]]:
@@ -235,14 +240,16 @@ class GreyboxProxy(nn.Module):
         the sharpening's band (unsharp mask or difference of Gaussians) where it acts, the lens
         shading's corner gains and the display mixing in YCbCr."""
         at_display = self.sharpen_at is not None and self.sharpen_at.chosen().get("display", 0.0) > 0.5
+        edge = self.demosaic_from.chosen().get("edge-directed", 0.0) > 0.5
         return {**{name: choice.chosen() for name, choice in self.choices().items()},
-                "demosaic": self.demosaicker.blends(),
+                "demosaic": (self.edge_demosaicker if edge else self.demosaicker).blends(),
                 "sharpening": (self.detail_display if at_display else self.detail).weights(),
                 "shading": self.shading.corner_gains(), "display-mix": self.display_mix.ycbcr_gains()}  # fmt: skip
 
     def fix_standard(self) -> None:
         """Fix every choice at the synthetic ISP's block (tests compare that structure with the ISP)."""
-        standard = {"denoiser": "collaborative", "order": "gains-first", "sharpen-at": "linear"}
+        standard = {"denoiser": "collaborative", "order": "gains-first", "demosaic-from": "declared",
+                    "sharpen-at": "linear"}  # fmt: skip
         for name, choice in self.choices().items():
             choice.fix(standard[name] if standard[name] in choice.names else choice.names[0])
 
@@ -339,7 +346,8 @@ class GreyboxProxy(nn.Module):
         return blocks.unpack4(out, cfa).clamp(0, 1)
 
     def _demosaic(self, mosaic: Tensor, masks: Tensor) -> Tensor:
-        return self.demosaicker(mosaic, masks)
+        return self.demosaic_from({"declared": lambda: self.demosaicker(mosaic, masks),
+                                   "edge-directed": lambda: self.edge_demosaicker(mosaic, masks)})  # fmt: skip
 
     def develop(self, denoised: Tensor, cfa: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """The blocks after the denoiser -> (display-encoded image before JPEG, linear RGB before
