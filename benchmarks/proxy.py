@@ -47,7 +47,7 @@ from hil_tune.capture.dataset import DatasetFolder
 from hil_tune.capture.loop import CaptureSettings, run_capture
 from hil_tune.capture.plan import build_plan
 from hil_tune.capture.sources import resolve_sources
-from hil_tune.models.proxy import ProxyConfig, build_proxy
+from hil_tune.models.proxy import STRUCTURE, ProxyConfig, build_proxy
 from hil_tune.profiles import load_profile
 from hil_tune.train.proxy_eval import evaluate_proxy
 from hil_tune.train.proxy_train import LR_SCHEDULES, RECIPES, TrainConfig, train_proxy
@@ -195,6 +195,7 @@ def main() -> int:
                 "curve": [round(h["val_sources_psnr"], 2) for h in final["history"]],
                 "structure": final["history"][-1].get("structure"),
                 "probe": final.get("probe"),
+                "proxy_structure": STRUCTURE[kind],  # which forward computed it (bumped on every change)
             }
             configs[firmware] = {**conf, "region": "plausible", "seed": 0, "batch": 8,
                                  "held_out_sources": final["split"]["held_out_sources"]}  # fmt: skip
