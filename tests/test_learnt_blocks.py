@@ -4,6 +4,8 @@ really has, on the synthetic ISP and on the foreign firmware alike, with no code
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,7 @@ from hil_tune.models.learnt_blocks import (
     LearntDemosaic,
     LensShading,
     MonotoneCurve,
+    Shrinkage,
 )
 from hil_tune.models.proxy import GreyboxProxy, ProxyConfig
 from hil_tune.profiles import load_profile
@@ -277,6 +280,33 @@ def test_the_bilateral_law_spans_identity_to_smoothing():
     feats = torch.zeros(1, 2, requires_grad=True)
     bil.linear.weight.data.normal_()
     bil(planes, feats).sum().backward()
+    assert feats.grad.abs().sum() > 0
+
+
+def test_shrinkage_cores_detail_by_a_learnt_threshold_and_spans_identity_to_smoothing():
+    """Coring takes the threshold off every detail excursion and zeroes the smaller ones: a dark
+    plane with one spike keeps the spike less the threshold, and around it only the base's spread
+    of the spike; with the blend at zero it is the input."""
+    planes = torch.zeros(1, 4, 16, 16)
+    planes[:, :, 8, 8] = 1.0
+    shr = Shrinkage(n_features=2)
+    with torch.no_grad():
+        shr.linear.bias.copy_(torch.tensor([math.log(3.0), math.log(0.25), 20.0]))
+        out = shr(planes, torch.zeros(1, 2))
+    torch.testing.assert_close(out[:, :, 8, 8], torch.full((1, 4), 0.75))
+    around = out.clone()
+    around[:, :, 8, 8] = 0
+    assert 0 < around.max() < 0.02
+    noisy = 0.5 + 0.02 * torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        shr.linear.bias.copy_(torch.tensor([math.log(2.0), math.log(0.1), 10.0]))  # a wide base, all detail cored
+        assert shr(noisy, torch.zeros(1, 2)).std() < 0.2 * noisy.std()
+        shr.linear.bias.copy_(torch.tensor([math.log(2.0), math.log(0.1), -20.0]))  # no blend: the input
+        torch.testing.assert_close(shr(noisy, torch.zeros(1, 2)), noisy)
+    feats = torch.zeros(1, 2, requires_grad=True)
+    shr.linear.bias.data[2] = 0.0
+    shr.linear.weight.data.normal_()
+    shr(noisy, feats).sum().backward()
     assert feats.grad.abs().sum() > 0
 
 

@@ -38,6 +38,7 @@ from hil_tune.models.learnt_blocks import (
     LearntDemosaic,
     LensShading,
     MonotoneCurve,
+    Shrinkage,
     knob_features,
 )
 from hil_tune.models.output_cache import OutputCache, digest
@@ -46,7 +47,7 @@ from hil_tune.profiles import Profile
 KINDS = ("greybox", "unet")
 # Bumped when a model's forward changes with the same weights, so a
 # checkpoint trained under another structure is refused instead of silently computing something else.
-STRUCTURE = {"greybox": 9, "unet": 1}
+STRUCTURE = {"greybox": 10, "unet": 1}
 NR, WB, CCM, USM = (params_of(b) for b in ("denoise", "white_balance", "ccm", "sharpen"))  # the block table
 NR_GROUP = "noise-reduction"
 # Epochs of training before candidate blocks whose weight has fallen below their threshold are pruned.
@@ -174,8 +175,8 @@ class GreyboxProxy(nn.Module):
     """Differentiable blocks with the device's knobs wired in, their fixed parts learnt (see
     learnt_blocks.py), plus a FiLM residual U-Net for what no block explains.
 
-    Structure: denoise (a learnt choice between BM3D's collaborative filter, when the profile
-    declares BM3D's knobs, and a bilateral filter whose widths are a learnt law of the
+    Structure: denoise (a learnt choice among BM3D's collaborative filter, when the profile
+    declares BM3D's knobs, a bilateral filter and coring, whose settings are a learnt law of the
     noise-reduction knobs) -> a learnt radial lens shading -> gains and colour matrix (a learnt
     choice of their order: gains on the mosaic before demosaic, or on RGB after the matrix) with a
     learnt demosaic (its filters, its directional green, its colour differences and its frame
@@ -199,9 +200,10 @@ class GreyboxProxy(nn.Module):
         self.nr_log_var = nn.Parameter(torch.zeros(2))
         self._noise_tables: dict[tuple[int, int], tuple[NoiseTables, NoiseTables]] = {}
         self.denoise_cache: OutputCache | None = None  # see cache_denoiser
-        denoisers = (["collaborative"] if self.use_bm3d else []) + (["bilateral"] if self.nr_knobs else [])
+        denoisers = (["collaborative"] if self.use_bm3d else []) + (["bilateral", "shrinkage"] if self.nr_knobs else [])
         self.denoiser = Choice(denoisers) if denoisers else None
         self.bilateral = Bilateral(2 * len(self.nr_knobs)) if self.nr_knobs else None
+        self.shrinkage = Shrinkage(2 * len(self.nr_knobs)) if self.nr_knobs else None
         self.order = Choice(["gains-first", "matrix-first"]) if self.use_wb or self.use_ccm else None
         self.shading = LensShading()
         # The demosaic starts at the profile's method and at edge-directed interpolation, a learnt
@@ -271,8 +273,7 @@ class GreyboxProxy(nn.Module):
         display mixing's: at the probe's and the structure's rates its nine numbers drifted on the
         synthetic ISP, which has none (chroma gains 1.03, 0.5 dB of held-out fidelity lost)."""
         mods: list[nn.Module] = [*self.choices().values(), self.curve, self.detail, self.detail_display, self.shading]
-        if self.bilateral is not None:
-            mods.append(self.bilateral)
+        mods += [m for m in (self.bilateral, self.shrinkage) if m is not None]
         return [p for m in mods for p in m.parameters()] + [self.nr_log_var]
 
     def probe_parameters(self) -> list[nn.Parameter]:
@@ -329,12 +330,12 @@ class GreyboxProxy(nn.Module):
         scale = self.nr_log_var.exp()
         return collaborative_denoise(planes, noise, (variance * scale[0], variance * scale[1]), lam, mu2, strength)
 
-    def _bilateral(self, planes: Tensor, u: Tensor) -> Tensor:
-        assert self.bilateral is not None
+    def _by_law(self, block: Bilateral | Shrinkage | None, planes: Tensor, u: Tensor) -> Tensor:
+        """A denoiser whose settings are a learnt law of the noise-reduction knobs."""
+        assert block is not None
         idx = self.nr_knobs
         v = self.values(u)
-        feats = knob_features(v[:, idx], self.values.lo[idx], self.values.hi[idx], u[:, idx])
-        return self.bilateral(planes, feats)
+        return block(planes, knob_features(v[:, idx], self.values.lo[idx], self.values.hi[idx], u[:, idx]))
 
     def denoise(self, mosaic: Tensor, cfa: Tensor, u: Tensor) -> Tensor:
         """The learnt choice of denoiser on the packed mosaic, clipped to [0, 1] as an ISP does."""
@@ -342,7 +343,8 @@ class GreyboxProxy(nn.Module):
             return mosaic
         planes = blocks.pack4(mosaic, cfa)
         out = self.denoiser({"collaborative": lambda: self._collaborative(planes, u),
-                             "bilateral": lambda: self._bilateral(planes, u)})  # fmt: skip
+                             "bilateral": lambda: self._by_law(self.bilateral, planes, u),
+                             "shrinkage": lambda: self._by_law(self.shrinkage, planes, u)})  # fmt: skip
         return blocks.unpack4(out, cfa).clamp(0, 1)
 
     def _demosaic(self, mosaic: Tensor, masks: Tensor) -> Tensor:
