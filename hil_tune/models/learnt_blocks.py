@@ -299,21 +299,34 @@ class LearntDemosaic(nn.Module):
         return _blend_border(torch.cat([out[0], green, out[1]], 1), self.border).clamp(0, 1)
 
 
-class Bilateral(nn.Module):
+class KnobLaw(nn.Module):
+    """Base of a block whose settings are a learnt law of the noise-reduction knobs' features
+    (`knob_features`): linear in them (their logarithms act multiplicatively) plus a small MLP that
+    starts at zero, so every law starts at the constant `start`, whatever the knobs."""
+
+    def __init__(self, n_features: int, start: Sequence[float], hidden: int = 16) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_features, len(start))
+        nn.init.zeros_(self.linear.weight)
+        with torch.no_grad():
+            self.linear.bias.copy_(torch.tensor(start))
+        self.mlp = nn.Sequential(nn.Linear(n_features, hidden), nn.SiLU(), nn.Linear(hidden, len(start)))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def law(self, features: Tensor) -> Tensor:
+        """(B, len(start)) settings for (B, n_features) knob features."""
+        return self.linear(features) + self.mlp(features)
+
+
+class Bilateral(KnobLaw):
     """Edge-preserving filter on (B, C, h, w) planes, each plane guided by itself, over a
     (2r+1)^2 window: weights exp(-d^2 / 2 s^2 + bias_d - (I_q - I_p)^2 / 2 c^2), where the widths
     s and c and a blend towards the input are a learnt law of the noise-reduction knobs' features."""
 
     def __init__(self, n_features: int, radius: int = 3, hidden: int = 16) -> None:
-        super().__init__()
+        super().__init__(n_features, [math.log(1.0), math.log(0.03), 2.0], hidden)
         self.radius = radius
-        self.linear = nn.Linear(n_features, 3)
-        nn.init.zeros_(self.linear.weight)
-        with torch.no_grad():
-            self.linear.bias.copy_(torch.tensor([math.log(1.0), math.log(0.03), 2.0]))
-        self.mlp = nn.Sequential(nn.Linear(n_features, hidden), nn.SiLU(), nn.Linear(hidden, 3))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
         n = 2 * radius + 1
         self.offset_bias = nn.Parameter(torch.zeros(n * n))
         dy, dx = np.meshgrid(np.arange(-radius, radius + 1), np.arange(-radius, radius + 1), indexing="ij")
@@ -321,7 +334,7 @@ class Bilateral(nn.Module):
 
     def forward(self, planes: Tensor, features: Tensor) -> Tensor:
         b, c, h, w = planes.shape
-        law = self.linear(features) + self.mlp(features)
+        law = self.law(features)
         # Log widths bounded (e^-8 .. e^8): a width that underflows to 0 makes the centre weight 0/0.
         widths = law[:, :2].clamp(-8.0, 8.0)
         s2 = (2 * widths[:, 0]).exp()[:, None, None, None, None]
@@ -337,11 +350,11 @@ class Bilateral(nn.Module):
         return planes + blend * (filtered - planes)
 
 
-class Shrinkage(nn.Module):
+class Shrinkage(KnobLaw):
     """Coring on (B, C, h, w) planes: the detail above a Gaussian base, soft-thresholded, then a
     blend towards the input: x + blend (base + d - clip(d, -t, t) - x), d = x - base, where the
     base's width, the threshold t and the blend are a learnt law of the noise-reduction knobs'
-    features (as `Bilateral`'s: linear in their logarithms, plus a small MLP).
+    features (`KnobLaw`, as `Bilateral`'s).
 
     Why: many ISPs denoise by shrinking detail (wavelet or pyramid coring) instead of averaging
     similar neighbours. A bilateral filter cannot stand in for that: it keeps every excursion larger
@@ -353,18 +366,11 @@ class Shrinkage(nn.Module):
     MAX_WIDTH = 3.0  # the base's widest Gaussian, in pixels of a plane (six of the frame)
 
     def __init__(self, n_features: int, hidden: int = 16) -> None:
-        super().__init__()
+        super().__init__(n_features, [math.log(1.0), math.log(0.02), 2.0], hidden)
         self.radius = int(BLUR_TRUNCATE * self.MAX_WIDTH + 0.5)
-        self.linear = nn.Linear(n_features, 3)
-        nn.init.zeros_(self.linear.weight)
-        with torch.no_grad():
-            self.linear.bias.copy_(torch.tensor([math.log(1.0), math.log(0.02), 2.0]))
-        self.mlp = nn.Sequential(nn.Linear(n_features, hidden), nn.SiLU(), nn.Linear(hidden, 3))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
 
     def forward(self, planes: Tensor, features: Tensor) -> Tensor:
-        law = self.linear(features) + self.mlp(features)
+        law = self.law(features)
         width = law[:, 0].clamp(math.log(0.1), math.log(self.MAX_WIDTH)).exp()
         threshold = law[:, 1].clamp(-12.0, 0.0).exp()[:, None, None, None]
         blend = torch.sigmoid(law[:, 2])[:, None, None, None]

@@ -35,6 +35,7 @@ from hil_tune.models.learnt_blocks import (
     Choice,
     DetailMix,
     DisplayMix,
+    KnobLaw,
     LearntDemosaic,
     LensShading,
     MonotoneCurve,
@@ -330,7 +331,7 @@ class GreyboxProxy(nn.Module):
         scale = self.nr_log_var.exp()
         return collaborative_denoise(planes, noise, (variance * scale[0], variance * scale[1]), lam, mu2, strength)
 
-    def _by_law(self, block: Bilateral | Shrinkage | None, planes: Tensor, u: Tensor) -> Tensor:
+    def _by_law(self, block: KnobLaw | None, planes: Tensor, u: Tensor) -> Tensor:
         """A denoiser whose settings are a learnt law of the noise-reduction knobs."""
         assert block is not None
         idx = self.nr_knobs
